@@ -150,9 +150,34 @@ def _fmt(x: float) -> str:
     return f"{x:,.1f}" if abs(x) >= 100 else f"{x:.3f}"
 
 
+def returns_summary(returns: Any, seed: int) -> dict[str, Any]:
+    """Mean ± std, IQM and their 95% stratified-bootstrap (percentile) CIs of one sample."""
+    import warnings
+
+    import numpy as np
+
+    from certrl.stats import summarize_returns
+
+    r = np.asarray(returns, dtype=np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "fewer than 5 runs": the CI is degenerate, shown as such
+        s = summarize_returns(r, seed=seed)
+    m, q = s["mean"], s["iqm"]
+    return {
+        "n": int(r.size),
+        "mean": m.point,
+        "std": float(r.std(ddof=1)) if r.size > 1 else 0.0,
+        "mean_ci": [m.low, m.high],
+        "iqm": q.point,
+        "iqm_ci": [q.low, q.high],
+        "min": float(r.min()),
+        "max": float(r.max()),
+        "ci": {"confidence_level": m.confidence_level, "method": m.method},
+    }
+
+
 def evaluation_section(job: Any, results: list, stats: Any) -> dict[str, Any]:
     from certrl.runner import returns_array
-    from certrl.stats import returns_summary
 
     rets = returns_array(results)
     return {
@@ -166,7 +191,7 @@ def evaluation_section(job: Any, results: list, stats: Any) -> dict[str, Any]:
         "terminated": [r.terminated for r in results],
         "clipped_returns": [r.clipped_return for r in results],
         "clipped_steps": int(sum(r.clipped_steps for r in results)),
-        "summary": returns_summary(rets, seed=job.seed).to_json(),
+        "summary": returns_summary(rets, seed=job.seed),
         "throughput": {
             "steps": stats.steps,
             "seconds": round(stats.seconds, 3),
@@ -306,7 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_modules() -> list[Callable[[Any], None]]:
     """``register(subparsers)`` of the commands that live in their own modules."""
-    return []
+    from certrl.commands import certify
+
+    return [certify.register]
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:

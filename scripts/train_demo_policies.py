@@ -448,6 +448,7 @@ def finish(
         "eval_wall_clock_s": round(time.time() - t0, 1),
     }
     path = exp.save(out_dir / f"{name}.json", training)
+    path.with_suffix(".safetensors").chmod(0o644)  # safetensors writes 0600
     sizes = {p.name: p.stat().st_size for p in (path, path.with_suffix(".safetensors"))}
     for fname, size in sizes.items():
         if size >= MAX_ARTIFACT_BYTES:

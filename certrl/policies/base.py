@@ -136,7 +136,9 @@ def build_mlp(
     """``Linear`` layers with ``activation`` between them; the parameter names of layer k are
     ``{2k}.weight`` / ``{2k}.bias`` (SB3 / CleanRL convention)."""
     if activation not in ACTIVATIONS:
-        raise PolicyError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
+        raise PolicyError(
+            f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}"
+        )
     layers: list[nn.Module] = []
     for i in range(len(sizes) - 1):
         layers.append(nn.Linear(sizes[i], sizes[i + 1]))
@@ -157,7 +159,11 @@ class Policy(nn.Module):
         action_low, action_high: Box bounds (continuous) or ``None`` (discrete).
         n_actions: number of discrete actions (discrete heads).
         log_std: state-independent log standard deviation (``gaussian`` heads), or ``None``
-            when ``net`` returns ``(mean, log_std)`` itself.
+            when ``net`` returns ``(mean, log_std)`` itself (or has no noise model: gSDE).
+        act_dim: action size of a continuous policy whose bounds are not known yet (a file
+            that does not record them: TorchScript, some SB3 zips); the bounds then come from
+            the environment through :meth:`with_action_bounds` (``validate_spaces`` does it),
+            and acting before that raises :class:`PolicyError`.
         squash: tanh-squash then rescale (SAC).
         obs_norm: frozen observation statistics, or ``None``.
         info: provenance (format, path, SHA-256 ...).
@@ -177,6 +183,7 @@ class Policy(nn.Module):
         state_dependent_std: bool = False,
         obs_norm: ObsNormalization | None = None,
         info: PolicyInfo | None = None,
+        act_dim: int | None = None,
     ) -> None:
         super().__init__()
         if head not in HEADS:
@@ -194,11 +201,20 @@ class Policy(nn.Module):
             self.act_dim = 1
             self.action_low = None
             self.action_high = None
+            self.bounds_known = True
         else:
             if action_low is None or action_high is None:
-                raise PolicyError("a continuous policy needs action bounds")
+                if not act_dim:
+                    raise PolicyError("a continuous policy needs action bounds (or act_dim)")
+                action_low = np.full(int(act_dim), -np.inf, dtype=np.float32)
+                action_high = np.full(int(act_dim), np.inf, dtype=np.float32)
+                self.bounds_known = False
+            else:
+                self.bounds_known = True
             low = np.asarray(action_low, dtype=np.float32).ravel()
             high = np.asarray(action_high, dtype=np.float32).ravel()
+            if low.shape != high.shape:
+                raise PolicyError(f"action bounds differ in size ({low.size} vs {high.size})")
             self.n_actions = 0
             self.act_dim = int(low.size)
             self.action_low = low
@@ -228,6 +244,28 @@ class Policy(nn.Module):
         self.eval()
         for p in self.parameters():
             p.requires_grad_(False)
+
+    def with_action_bounds(self, low: np.ndarray, high: np.ndarray) -> Policy:
+        """Set the Box bounds of a continuous policy (in place; returns ``self``).
+
+        For files that do not record them; ``validate_spaces`` calls this with the
+        environment's ``action_space.low`` / ``high``."""
+        if self.discrete:
+            raise PolicyError("a discrete policy has no action bounds")
+        lo = np.asarray(low, dtype=np.float32).ravel()
+        hi = np.asarray(high, dtype=np.float32).ravel()
+        if lo.size != self.act_dim or hi.size != self.act_dim:
+            raise PolicyError(
+                f"action bounds have size {lo.size}, the policy has {self.act_dim} actions"
+            )
+        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(lo <= hi)):
+            raise PolicyError("action bounds must be finite with low <= high")
+        self.action_low = lo
+        self.action_high = hi
+        self._low.copy_(torch.as_tensor(lo))
+        self._high.copy_(torch.as_tensor(hi))
+        self.bounds_known = True
+        return self
 
     # ----------------------------------------------------------------- normalization
     @property
@@ -289,6 +327,11 @@ class Policy(nn.Module):
         or uniform(0, 1) ``[B, n_actions]`` (categorical) drawn by the caller from the episode's
         own RNG stream, so sampling is reproducible; drawn from torch's global RNG if omitted.
         """
+        if not self.bounds_known:
+            raise PolicyError(
+                "this policy file does not record its action bounds: check it against the "
+                "environment first (validate_spaces / --env), or call with_action_bounds"
+            )
         mean, log_std = self.distribution_params(nobs)
         if self.head == "gaussian":
             if not deterministic:
@@ -344,6 +387,9 @@ class Policy(nn.Module):
             d["n_actions"] = self.n_actions
         else:
             d["act_dim"] = self.act_dim
-            d["action_low"] = [float(v) for v in self.action_low]  # type: ignore[union-attr]
-            d["action_high"] = [float(v) for v in self.action_high]  # type: ignore[union-attr]
+            if self.bounds_known:
+                d["action_low"] = [float(v) for v in self.action_low]  # type: ignore[union-attr]
+                d["action_high"] = [float(v) for v in self.action_high]  # type: ignore[union-attr]
+            else:
+                d["action_low"] = d["action_high"] = None  # taken from the environment
         return d

@@ -142,7 +142,9 @@ def load_bundle(path: str | Path) -> Policy:
         net.load_state_dict(net_state, strict=True)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
-        raise PolicyError(f"{weights_path}: weights do not match the manifest's layers ({first})") from None
+        raise PolicyError(
+            f"{weights_path}: weights do not match the manifest's layers ({first})"
+        ) from None
     space = m["action_space"]
     obs_norm = ObsNormalization.from_json(m["obs_norm"]) if m.get("obs_norm") else None
     info = PolicyInfo(

@@ -151,8 +151,13 @@ def _bootstrap(
     batch = max(1, _MAX_BATCH_ELEMENTS // max(1, cost_per_resample))
     common = dict(vectorized=True, axis=-1, confidence_level=confidence_level)
     res = scipy.stats.bootstrap(
-        tuple(samples), statistic, n_resamples=n_resamples, method="percentile", rng=rng,
-        batch=batch if batch < n_resamples else None, **common,
+        tuple(samples),
+        statistic,
+        n_resamples=n_resamples,
+        method="percentile",
+        rng=rng,
+        batch=batch if batch < n_resamples else None,
+        **common,
     )
     low, high = res.confidence_interval
     if method == "percentile":
@@ -163,8 +168,13 @@ def _bootstrap(
             warnings.simplefilter("ignore", scipy.stats.DegenerateDataWarning)
             warnings.simplefilter("ignore", RuntimeWarning)
             res2 = scipy.stats.bootstrap(
-                tuple(samples), statistic, n_resamples=0, bootstrap_result=res,
-                method=scipy_method, rng=rng, **common,
+                tuple(samples),
+                statistic,
+                n_resamples=0,
+                bootstrap_result=res,
+                method=scipy_method,
+                rng=rng,
+                **common,
             )
         low2, high2 = (np.asarray(v) for v in res2.confidence_interval)
         if np.all(np.isfinite(low2)) and np.all(np.isfinite(high2)):
@@ -228,8 +238,12 @@ def interval_estimate(
     if n_runs < 2:
         return Estimate(point, point, point, confidence_level, "degenerate")
     low, high, used = _bootstrap(
-        _columns(s), strata_statistic(metric, gamma), n_resamples=n_resamples,
-        confidence_level=confidence_level, method=method, rng=_as_generator(seed),
+        _columns(s),
+        strata_statistic(metric, gamma),
+        n_resamples=n_resamples,
+        confidence_level=confidence_level,
+        method=method,
+        rng=_as_generator(seed),
         cost_per_resample=2 * s.size,
     )
     return Estimate(point, float(low), float(high), confidence_level, used)
@@ -267,8 +281,13 @@ def interval_estimates(
     for name, scores in score_dict.items():
         out[name] = {
             label: interval_estimate(
-                scores, metric, n_resamples=n_resamples, confidence_level=confidence_level,
-                method=method, seed=rng, gamma=gamma,
+                scores,
+                metric,
+                n_resamples=n_resamples,
+                confidence_level=confidence_level,
+                method=method,
+                seed=rng,
+                gamma=gamma,
             )
             for label, metric in labelled
         }
@@ -288,8 +307,12 @@ def mean_ci(
 ) -> Estimate:
     """Mean of one policy's episode returns (shape ``(num_episodes,)``) with a bootstrap CI."""
     return interval_estimate(
-        _as_1d(returns), "mean", n_resamples=n_resamples,
-        confidence_level=confidence_level, method=method, seed=seed,
+        _as_1d(returns),
+        "mean",
+        n_resamples=n_resamples,
+        confidence_level=confidence_level,
+        method=method,
+        seed=seed,
     )
 
 
@@ -303,8 +326,12 @@ def iqm_ci(
 ) -> Estimate:
     """IQM of one policy's episode returns (shape ``(num_episodes,)``) with a bootstrap CI."""
     return interval_estimate(
-        _as_1d(returns), "iqm", n_resamples=n_resamples,
-        confidence_level=confidence_level, method=method, seed=seed,
+        _as_1d(returns),
+        "iqm",
+        n_resamples=n_resamples,
+        confidence_level=confidence_level,
+        method=method,
+        seed=seed,
     )
 
 
@@ -397,8 +424,12 @@ def performance_profile(
     if s.shape[0] < 2:
         return profile, profile.copy(), profile.copy()
     low, high, _ = _bootstrap(
-        _columns(s), _profile_statistic(t, kind), n_resamples=n_resamples,
-        confidence_level=confidence_level, method=method, rng=_as_generator(seed),
+        _columns(s),
+        _profile_statistic(t, kind),
+        n_resamples=n_resamples,
+        confidence_level=confidence_level,
+        method=method,
+        rng=_as_generator(seed),
         cost_per_resample=2 * s.size * max(1, t.size),
     )
     return profile, np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
@@ -424,8 +455,10 @@ def _poi_inputs(scores_x: ArrayLike, scores_y: ArrayLike) -> tuple[np.ndarray, n
     x = as_score_matrix(scores_x, "scores_x")
     y = as_score_matrix(scores_y, "scores_y")
     if x.shape[1] != y.shape[1]:
-        raise ValueError(f"scores_x and scores_y need the same number of tasks; "
-                         f"got {x.shape[1]} and {y.shape[1]}")
+        raise ValueError(
+            f"scores_x and scores_y need the same number of tasks; "
+            f"got {x.shape[1]} and {y.shape[1]}"
+        )
     return x, y
 
 
@@ -474,8 +507,12 @@ def probability_of_improvement_ci(
     if min_runs < 2:
         return Estimate(point, point, point, confidence_level, "degenerate")
     low, high, used = _bootstrap(
-        [*_columns(x), *_columns(y)], _poi_statistic(x.shape[1]), n_resamples=n_resamples,
-        confidence_level=confidence_level, method=method, rng=_as_generator(seed),
+        [*_columns(x), *_columns(y)],
+        _poi_statistic(x.shape[1]),
+        n_resamples=n_resamples,
+        confidence_level=confidence_level,
+        method=method,
+        rng=_as_generator(seed),
         cost_per_resample=4 * x.shape[0] * y.shape[0] * x.shape[1],
     )
     return Estimate(point, _clip01(low), _clip01(high), confidence_level, used)

@@ -63,8 +63,9 @@ def as_score_matrix(scores: ArrayLike, name: str = "scores") -> np.ndarray:
     if arr.ndim == 1:
         arr = arr[:, None]
     if arr.ndim != 2:
-        raise ValueError(f"{name} must have shape (num_runs, num_tasks) or (num_runs,); "
-                         f"got shape {arr.shape}")
+        raise ValueError(
+            f"{name} must have shape (num_runs, num_tasks) or (num_runs,); got shape {arr.shape}"
+        )
     if arr.size == 0:
         raise ValueError(f"{name} is empty (shape {arr.shape})")
     if not np.all(np.isfinite(arr)):

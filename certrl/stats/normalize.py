@@ -103,8 +103,10 @@ def normalize_scores(
         if env_id is None:
             raise ValueError("give random_score and reference_score, or an env_id")
         if env_id not in REFERENCE_SCORES:
-            raise KeyError(f"no reference scores for {env_id!r}; known: "
-                           f"{sorted(REFERENCE_SCORES)}; pass them explicitly")
+            raise KeyError(
+                f"no reference scores for {env_id!r}; known: "
+                f"{sorted(REFERENCE_SCORES)}; pass them explicitly"
+            )
         ref = REFERENCE_SCORES[env_id]
         random_score = ref.random if random_score is None else random_score
         reference_score = ref.reference if reference_score is None else reference_score

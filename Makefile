@@ -1,0 +1,34 @@
+# certrl — the README's two commands are `make demo` and `make test`; both set up .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP_FLAGS ?= -q -c constraints.txt
+STAMP := $(VENV)/.certrl-installed
+
+.PHONY: install demo test lint bench reports clean
+
+install: $(STAMP)
+
+# CPU torch 2.13.0 via constraints.txt (no CUDA download); editable install with dev extras.
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install $(PIP_FLAGS) --upgrade pip
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev]'
+	touch $(STAMP)
+
+# The main job on a bundled demo policy: certify the smoothed Hopper, then print the result.
+demo: install
+	$(BIN)/certrl certify demo:hopper-noisy --env hopper --sigma 0.2 \
+		--budgets 0,0.05,0.1,0.2,0.4 --episodes 1000 --alpha 0.05 --out results
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check certrl tests benchmarks scripts
+
+bench: install
+	$(BIN)/python benchmarks/bench_evaluator.py
+
+clean:
+	rm -rf $(VENV) results build *.egg-info

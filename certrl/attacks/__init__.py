@@ -1,0 +1,21 @@
+"""Observation and action attacks (empirical worst cases), as evaluator hooks.
+
+See :mod:`certrl.attacks.base` for the threat models, the budget audit and the registry."""
+
+from certrl.attacks.base import (
+    ATTACKS,
+    AttackError,
+    BudgetViolation,
+    ThreatModel,
+    project_ball,
+    register_attack,
+)
+
+__all__ = [
+    "ATTACKS",
+    "AttackError",
+    "BudgetViolation",
+    "ThreatModel",
+    "project_ball",
+    "register_attack",
+]

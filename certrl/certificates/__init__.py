@@ -1,0 +1,48 @@
+"""Certificate mathematics for smoothed RL policies (pure numpy/scipy functions).
+
+* :mod:`~certrl.certificates.neyman_pearson`: the adaptive Neyman-Pearson transform of Kumar,
+  Levine & Feizi (ICLR 2022) and the DKW/Massart band: :func:`dkw_epsilon`,
+  :func:`np_lower_probability`, :func:`np_required_probability`;
+* :mod:`~certrl.certificates.returns`: episode-level certificates against an adaptive adversary
+  with total l2 budget ``B``: :func:`expected_return_certificate` (DKW band, whole curve over
+  budgets valid at ``1 - alpha``), :func:`expected_return_certificate_cp` (fixed threshold grid,
+  Bonferroni Clopper-Pearson, as the reference CartPole code), :func:`percentile_certificate`;
+* :mod:`~certrl.certificates.per_state`: single-step randomized smoothing (Cohen et al. 2019):
+  :func:`clopper_pearson_lower`, :func:`certified_radius`, :func:`certified_radii`,
+  :func:`fraction_certified`, and :func:`bounded_output_certificate` for bounded continuous
+  outputs.
+
+See ``docs/kumar_reference.md`` for how these match the paper and its reference code.
+"""
+
+from certrl.certificates.neyman_pearson import (
+    dkw_epsilon,
+    np_lower_probability,
+    np_required_probability,
+)
+from certrl.certificates.per_state import (
+    bounded_output_certificate,
+    certified_radii,
+    certified_radius,
+    clopper_pearson_lower,
+    fraction_certified,
+)
+from certrl.certificates.returns import (
+    expected_return_certificate,
+    expected_return_certificate_cp,
+    percentile_certificate,
+)
+
+__all__ = [
+    "bounded_output_certificate",
+    "certified_radii",
+    "certified_radius",
+    "clopper_pearson_lower",
+    "dkw_epsilon",
+    "expected_return_certificate",
+    "expected_return_certificate_cp",
+    "fraction_certified",
+    "np_lower_probability",
+    "np_required_probability",
+    "percentile_certificate",
+]

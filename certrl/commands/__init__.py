@@ -1,0 +1,1 @@
+"""Subcommands of the ``certrl`` CLI that live in their own modules."""

@@ -1,0 +1,93 @@
+"""TorchScript policies (``torch.jit.save``) and whole pickled modules.
+
+**Loading TorchScript is trusting it**: a TorchScript archive contains code that runs when the
+module is called (and its ops can read and write files), so load only files you trust. certrl's
+own bundle format (:mod:`certrl.policies.bundle`) is the safe alternative.
+
+Contract: ``forward(obs[B, obs_dim]) -> [B, k]`` float, where the output is either the action
+(continuous environments; ``linear`` head, clipped to the environment's bounds) or the logits
+(discrete environments; ``categorical`` head, argmax). Which one is decided by the environment
+in ``validate_spaces`` (or up front by a bool attribute ``discrete`` on the module). The
+observation size is read from an int attribute ``obs_dim`` if the module has one, else from the
+first 2-D parameter (a ``Linear`` weight), and confirmed by a dry forward pass. The module takes
+*raw* observations unless ``--obs-stats`` / ``--vecnormalize`` statistics are given.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from certrl.policies.base import MIN_ROWS, Policy, PolicyError, PolicyInfo, sha256_file
+
+
+def is_torchscript_zip(names: list[str]) -> bool:
+    """Whether a zip's member names are those of a ``torch.jit.save`` archive."""
+    return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
+
+
+def _infer_obs_dim(module: nn.Module, where: str) -> int:
+    declared = getattr(module, "obs_dim", None)
+    if isinstance(declared, int) and not isinstance(declared, bool) and declared > 0:
+        return declared
+    for _, p in module.named_parameters():
+        if p.ndim == 2:
+            return int(p.shape[1])
+    raise PolicyError(
+        f"{where}: cannot infer the observation size (no Linear weight found); give the module "
+        "an int attribute obs_dim"
+    )
+
+
+def wrap_module(module: nn.Module, path: Path, fmt: str) -> Policy:
+    """Wrap a module mapping raw observations to actions or logits as a :class:`Policy`
+    (``linear`` head until the environment says it is discrete; see the module docstring)."""
+    where = str(path)
+    module.eval()
+    obs_dim = _infer_obs_dim(module, where)
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros(MIN_ROWS, obs_dim))
+    except Exception as e:  # noqa: BLE001 - user code: any failure means a bad module
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise PolicyError(
+            f"{where}: a dry forward pass on zeros of shape [{MIN_ROWS}, {obs_dim}] failed "
+            f"({first}); the module must map observations [B, obs_dim] to actions [B, k]"
+        ) from None
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != MIN_ROWS:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise PolicyError(
+            f"{where}: forward returned {shape} for a batch of {MIN_ROWS}; it must return a "
+            "[B, k] tensor of actions or logits"
+        )
+    if not out.is_floating_point():
+        raise PolicyError(
+            f"{where}: forward returns integer actions; export the logits instead (certrl takes "
+            "the argmax itself, and attacks need gradients)"
+        )
+    k = int(out.shape[1])
+    info = PolicyInfo(format=fmt, path=str(path), sha256=sha256_file(path),
+                      details={"module": type(module).__name__})
+    declared = getattr(module, "discrete", None)
+    if isinstance(declared, bool) and declared:
+        return Policy(module, "categorical", obs_dim, n_actions=k, info=info)
+    info.details["head_from_env"] = declared is None
+    info.details["action_bounds"] = "environment"
+    return Policy(module, "linear", obs_dim, act_dim=k, info=info)
+
+
+def load_torchscript(path: str | Path) -> Policy:
+    """Load a ``torch.jit.save`` archive (trusted code: see the module docstring)."""
+    path = Path(path)
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except (zipfile.BadZipFile, RuntimeError, ValueError, OSError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise PolicyError(
+            f"{path}: not a loadable TorchScript archive ({first}); re-export it with "
+            "torch.jit.save(torch.jit.script(actor), path)"
+        ) from None
+    return wrap_module(module, path, fmt="torchscript")
