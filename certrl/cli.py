@@ -361,6 +361,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except SystemExit as e:  # --help / --version
         return int(e.code or 0)
+    except BrokenPipeError:  # `certrl envs | head`: the reader left; not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as e:
         if debug:
             raise

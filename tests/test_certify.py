@@ -1,0 +1,87 @@
+"""`certrl certify` end to end: the certificates section, its numbers, the gate exit codes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from certrl.certificates import expected_return_certificate, percentile_certificate
+from certrl.cli import main
+from certrl.evaluator import EvalConfig, run_episodes
+from certrl.results import load_results
+from certrl.smoothing import GaussianSmoothing, SmoothedPolicy
+from tests._fixtures import random_bundle, random_policy
+
+
+def _certify(tmp_path, *extra):
+    pol = random_bundle(tmp_path, "CartPole-v1", normalize=False)
+    out = tmp_path / "res"
+    rc = main(["certify", str(pol), "--env", "cartpole", "--sigma", "0.1", "--episodes", "40",
+               "--budgets", "0,0.1,0.3", "--workers", "1", "--no-attack", "--out", str(out),
+               *extra])
+    return rc, load_results(out / "CartPole-v1_policy.json")
+
+
+def test_certificates_section_matches_the_math(tmp_path, capsys):
+    rc, data = _certify(tmp_path)
+    assert rc == 0
+    c = data["certificates"]
+    assert c["sigma"] == 0.1 and c["space"] == "raw" and c["episodes"] == 40
+    rets = np.array(c["smoothed_clipped_returns"])
+    assert c["reward_lower_bound"] == 1.0  # CartPole: +1 per step, at least one step
+    expected = expected_return_certificate(rets, 0.1, [0, 0.1, 0.3], 0.05, 1.0)
+    got = [b["expected_return_lower_bound"] for b in c["budgets"]]
+    assert got == pytest.approx(expected.tolist(), rel=1e-12)
+    assert got[0] >= got[1] >= got[2] >= 1.0
+    assert got[0] <= rets.mean()
+    pct = percentile_certificate(rets, 0.1, 0.3, (0.1, 0.25, 0.5), 0.05, lower=1.0)
+    assert c["budgets"][2]["percentile_lower_bounds"]["0.5"] == pct[0.5]
+    assert c["budgets"][1]["per_step_eps"] == pytest.approx(0.1 / np.sqrt(500))
+    assert "With probability >= 95%" in c["statement"]
+    out = capsys.readouterr().out
+    assert "certified E[R]" in out and c["statement"] in out
+    assert data["evaluation"]["episodes"] == 40  # the unsmoothed clean return, same seeds
+
+
+def test_smoothed_returns_are_the_smoothing_hook(tmp_path):
+    _, data = _certify(tmp_path)
+    from certrl.policies import load_policy, validate_spaces
+    from certrl.envs import resolve_env
+
+    spec = resolve_env("cartpole")
+    env = spec.make()
+    pol = validate_spaces(load_policy(data["policy"]["path"]), env.observation_space,
+                          env.action_space, "CartPole-v1")
+    res = run_episodes(pol, spec, [0, 1, 2], EvalConfig(seed=0),
+                       obs_hooks=[GaussianSmoothing(0.1, "raw")])
+    assert [r.ret for r in res] == data["certificates"]["smoothed_returns"][:3]
+
+
+def test_fail_under_exit_codes(tmp_path):
+    rc, data = _certify(tmp_path, "--fail-under", "0")
+    assert rc == 0 and data["certificates"]["gate"]["passed"]
+    rc, data = _certify(tmp_path, "--fail-under", "1e9")
+    assert rc == 1 and not data["certificates"]["gate"]["passed"]
+
+
+def test_per_state_certificates(tmp_path):
+    rc, data = _certify(tmp_path, "--per-state", "--per-state-n", "100")
+    assert rc == 0
+    ps = data["certificates"]["per_state"]
+    assert ps["states"] > 0
+    fr = ps["fraction_certified"]
+    vals = [fr[k] for k in sorted(fr, key=float)]
+    assert all(0 <= v <= 1 for v in vals) and vals == sorted(vals, reverse=True)
+
+
+def test_majority_vote_counts():
+    pol = random_policy("CartPole-v1", normalize=False)
+    sp = SmoothedPolicy(pol, 0.05)
+    import torch
+
+    obs = torch.randn(5, 4)
+    counts = sp.vote_counts(obs, 200, np.random.default_rng(0))
+    assert counts.shape == (5, 2) and (counts.sum(1) == 200).all()
+    # with tiny noise the vote equals the base action almost surely
+    tiny = SmoothedPolicy(pol, 1e-6).predict_vote(obs, 50, np.random.default_rng(0))
+    assert (tiny == pol.act(obs).numpy()).all()
