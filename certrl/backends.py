@@ -26,6 +26,7 @@ import torch
 from certrl.envs import EnvSpec
 from certrl.evaluator import (
     ActionHook,
+    EnvHook,
     EpisodeResult,
     EvalConfig,
     ObservationHook,
@@ -94,7 +95,7 @@ def _worker(
 ) -> None:
     limit_threads()
     try:
-        policy_obj, ref, spec, cfg, obs_hooks, act_hooks = pickle.loads(payload)
+        policy_obj, ref, spec, cfg, obs_hooks, act_hooks, env_hooks = pickle.loads(payload)
         policy = policy_obj if policy_obj is not None else ref.load(spec)
 
         def indices(first: list[int]) -> Iterator[int]:
@@ -125,6 +126,7 @@ def _worker(
                 policy, spec, indices(first), cfg, obs_hooks, act_hooks,
                 on_result=lambda r: results.put(("ep", wid, r.to_json())),
                 on_step=on_step,
+                env_hooks=env_hooks,
             )
         results.put(("steps", wid, steps[0]))
         results.put(("exit", wid, None))
@@ -153,12 +155,14 @@ def run_local(
     ref: PolicyRef | None = None,
     chunk: int | None = None,
     max_retries: int = 3,
+    env_hooks: list[EnvHook] | None = None,
 ) -> RunStats:
     """Run episodes ``todo`` on ``workers`` local processes (``workers=1``: in this process)."""
     stats = RunStats(workers=workers)
     t0 = time.perf_counter()
     obs_hooks = list(obs_hooks or [])
     act_hooks = list(act_hooks or [])
+    env_hooks = list(env_hooks or [])
 
     def count(r: EpisodeResult) -> None:
         stats.episodes += 1
@@ -169,16 +173,17 @@ def run_local(
     if workers <= 1 or len(todo) <= 1:
         limit_threads()
         stats.workers = 1
-        run_episodes(policy, spec, list(todo), cfg, obs_hooks, act_hooks, count, on_steps)
+        run_episodes(policy, spec, list(todo), cfg, obs_hooks, act_hooks, count, on_steps,
+                     env_hooks)
         stats.seconds = time.perf_counter() - t0
         return stats
 
     try:
-        payload = pickle.dumps((policy, None, spec, cfg, obs_hooks, act_hooks))
+        payload = pickle.dumps((policy, None, spec, cfg, obs_hooks, act_hooks, env_hooks))
     except Exception:
         if ref is None:
             raise
-        payload = pickle.dumps((None, ref, spec, cfg, obs_hooks, act_hooks))
+        payload = pickle.dumps((None, ref, spec, cfg, obs_hooks, act_hooks, env_hooks))
     ctx = mp.get_context("spawn")
     tasks = ctx.Queue()
     results = ctx.Queue()

@@ -62,6 +62,9 @@ def _add_run_args(p: argparse.ArgumentParser, episodes: int) -> None:
     p.add_argument("--batch-size", type=int, default=64,
                    help="lockstep environments per worker (default 64); results do not "
                    "depend on it")
+    p.add_argument("--engine", default="auto", choices=["auto", "gym", "mujoco"],
+                   help="simulation engine: gym (gymnasium.make), mujoco (raw MjData on a thread "
+                   "pool, bit-identical to gym where supported), auto (fastest exact one)")
     p.add_argument("--stochastic", action="store_true",
                    help="sample actions from the policy distribution (default: deterministic)")
     p.add_argument("--out", default="results", metavar="DIR",
@@ -127,6 +130,7 @@ def build_job(args: argparse.Namespace):  # -> runner.Job
         deterministic=not args.stochastic,
         progress=args.progress,
         resume=args.resume,
+        engine=args.engine,
     )
 
 

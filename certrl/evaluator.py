@@ -117,6 +117,78 @@ class ActionHook(Hook):
         raise NotImplementedError
 
 
+class EnvHook(Hook):
+    """A hook on the environment itself (dynamics changes: masses, friction, ...).
+
+    ``before_reset`` runs before each episode's ``reset`` (change the model reproducibly from
+    ``rng``, this episode's generator of the hook's stream); ``before_step`` runs before every
+    step when ``per_step`` is True (time-varying parameters). ``env`` is the slot's unwrapped
+    environment (``env.model`` / ``env.data`` for MuJoCo). Implementations restore the nominal
+    model themselves (e.g. in ``before_reset`` of the next episode and in ``close``)."""
+
+    space = "env"
+    adversarial = False
+    per_step = False
+
+    def before_reset(self, env: Any, slot: int, rng: np.random.Generator) -> None:  # noqa: B027
+        pass
+
+    def before_step(self, env: Any, slot: int, t: int, rng: np.random.Generator) -> None:  # noqa: B027
+        pass
+
+    def close(self, envs: list[Any]) -> None:  # noqa: B027
+        """Called once when the batch is closed (restore nominal models)."""
+
+
+class EnvBatch:
+    """The environments of one lockstep batch: slot ``k`` owns environment ``k``.
+
+    The default engine steps Gymnasium environments one after the other. Faster engines (raw
+    MuJoCo on a thread pool) subclass it and must reproduce Gymnasium's observations, rewards,
+    ``terminated`` / ``truncated`` exactly (see ``ENGINES``)."""
+
+    def __init__(self, spec: EnvSpec, width: int, env_kwargs: dict[str, Any]) -> None:
+        self.envs = [spec.make(**env_kwargs) for _ in range(width)]
+
+    def unwrapped(self, k: int) -> Any:
+        return self.envs[k].unwrapped
+
+    def reset(self, k: int, seed: int) -> np.ndarray:
+        return self.envs[k].reset(seed=seed)[0]
+
+    def step(
+        self, ks: np.ndarray, actions: list[Any]
+    ) -> list[tuple[np.ndarray, float, bool, bool]]:
+        out = []
+        for k, a in zip(ks, actions):
+            o, r, term, trunc, _ = self.envs[k].step(a)
+            out.append((o, float(r), bool(term), bool(trunc)))
+        return out
+
+    def close(self) -> None:
+        for e in self.envs:
+            e.close()
+
+
+#: Simulation engines by name: ``ENGINES[name](spec, width, env_kwargs) -> EnvBatch``, with
+#: ``supports(spec)`` telling whether an engine handles an environment. "gym" handles all.
+ENGINES: dict[str, Any] = {"gym": EnvBatch}
+
+
+def make_batch(engine: str, spec: EnvSpec, width: int, env_kwargs: dict[str, Any]) -> EnvBatch:
+    if engine == "auto":
+        for name, cls in ENGINES.items():
+            if name != "gym" and getattr(cls, "supports", lambda s: False)(spec):
+                return cls(spec, width, env_kwargs)
+        engine = "gym"
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; available: {sorted(ENGINES)}")
+    cls = ENGINES[engine]
+    if engine != "gym" and not cls.supports(spec):
+        raise ValueError(f"engine {engine!r} does not support {spec.gym_id}; use --engine gym")
+    return cls(spec, width, env_kwargs)
+
+
 @dataclass
 class EpisodeResult:
     """One finished episode. Norms are over the *adversarial* hooks' perturbations, in each
@@ -155,6 +227,7 @@ class EvalConfig:
     batch_size: int = 64
     deterministic: bool = True
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    engine: str = "gym"
 
 
 class _Slot:
@@ -204,6 +277,7 @@ def run_episodes(
     act_hooks: list[ActionHook] | None = None,
     on_result: Callable[[EpisodeResult], None] | None = None,
     on_step: Callable[[int], None] | None = None,
+    env_hooks: list[EnvHook] | None = None,
 ) -> list[EpisodeResult]:
     """Run the given episode indices in lockstep batches of ``cfg.batch_size`` environments.
 
@@ -213,7 +287,9 @@ def run_episodes(
     """
     obs_hooks = list(obs_hooks or [])
     act_hooks = list(act_hooks or [])
-    hooks: list[Hook] = [*obs_hooks, *act_hooks]
+    env_hooks = list(env_hooks or [])
+    step_env_hooks = [h for h in env_hooks if h.per_step]
+    hooks: list[Hook] = [*obs_hooks, *act_hooks, *env_hooks]
     streams = [h.rng_stream for h in hooks]
     if len(set(streams)) != len(streams):
         raise ValueError(f"hooks share an RNG stream: {streams}")
@@ -226,7 +302,7 @@ def run_episodes(
         h.bind(policy, spec, width)
 
     it = iter(episodes)
-    envs = [spec.make(**cfg.env_kwargs) for _ in range(width)]
+    batch = make_batch(cfg.engine, spec, width, cfg.env_kwargs)
     slots = [_Slot() for _ in range(width)]
     active = np.zeros(width, dtype=bool)
     obs = np.zeros((width, policy.obs_dim), dtype=np.float64)
@@ -241,7 +317,9 @@ def run_episodes(
             active[k] = False
             return False
         slots[k].start(ep, cfg.seed, streams)
-        o, _ = envs[k].reset(seed=episode_env_seed(cfg.seed, ep))
+        for h in env_hooks:
+            h.before_reset(batch.unwrapped(k), k, slots[k].rng_hooks[hook_index[id(h)]])
+        o = batch.reset(k, episode_env_seed(cfg.seed, ep))
         obs[k] = o
         active[k] = True
         return True
@@ -309,11 +387,16 @@ def run_episodes(
                     f"step {live[bad].t}: check the policy file and its normalization statistics"
                 )
             restarted: list[int] = []
+            for h in step_env_hooks:
+                for k in ks:
+                    s = slots[k]
+                    h.before_step(batch.unwrapped(int(k)), int(k), s.t,
+                                  s.rng_hooks[hook_index[id(h)]])
+            acts = [int(a) for a in a_np] if discrete else list(a_np)
+            stepped = batch.step(ks, acts)
             for j, k in enumerate(ks):
                 s = slots[k]
-                a = int(a_np[j]) if discrete else a_np[j]
-                o, r, term, trunc, _ = envs[k].step(a)
-                r = float(r)
+                o, r, term, trunc = stepped[j]
                 s.ret += r
                 rc = min(max(r, lo), hi)
                 if rc != r:
@@ -349,6 +432,7 @@ def run_episodes(
             if on_step is not None:
                 on_step(len(ks))
     finally:
-        for e in envs:
-            e.close()
+        for h in env_hooks:
+            h.close([batch.unwrapped(k) for k in range(width)])
+        batch.close()
     return results

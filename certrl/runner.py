@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import numpy as np
 
 from certrl.backends import PolicyRef, RunStats, run_local
 from certrl.envs import EnvSpec
-from certrl.evaluator import ActionHook, EpisodeResult, EvalConfig, ObservationHook
+from certrl.evaluator import ActionHook, EnvHook, EpisodeResult, EvalConfig, ObservationHook
 from certrl.policies.base import Policy
 from certrl.results import Journal
 
@@ -46,13 +46,14 @@ class Job:
     deterministic: bool = True
     progress: bool | None = None
     resume: bool = False
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    engine: str = "gym"
 
     def eval_config(self, deterministic: bool | None = None) -> EvalConfig:
         return EvalConfig(
             seed=self.seed,
             batch_size=self.batch_size,
             deterministic=self.deterministic if deterministic is None else deterministic,
+            engine=self.engine,
         )
 
 
@@ -92,6 +93,7 @@ def run_section(
     *,
     obs_hooks: list[ObservationHook] | None = None,
     act_hooks: list[ActionHook] | None = None,
+    env_hooks: list[EnvHook] | None = None,
     config: dict[str, Any] | None = None,
     deterministic: bool | None = None,
     desc: str = "",
@@ -99,6 +101,7 @@ def run_section(
     """Run episodes ``0..episodes-1`` of one configuration (resuming finished ones)."""
     obs_hooks = list(obs_hooks or [])
     act_hooks = list(act_hooks or [])
+    env_hooks = list(env_hooks or [])
     cfg = job.eval_config(deterministic)
     key_config = {
         "section": section,
@@ -106,7 +109,7 @@ def run_section(
         "env": job.spec.to_json(),
         "seed": job.seed,
         "deterministic": cfg.deterministic,
-        "hooks": [h.config() for h in [*obs_hooks, *act_hooks]],
+        "hooks": [h.config() for h in [*obs_hooks, *act_hooks, *env_hooks]],
         **(config or {}),
     }
     journal = Journal(job.results_file, section, key_config, resume=job.resume)
@@ -123,7 +126,7 @@ def run_section(
         stats = run_local(
             job.policy, job.spec, todo, cfg,
             workers=job.workers, obs_hooks=obs_hooks, act_hooks=act_hooks,
-            on_result=on_result, on_steps=bar.add_steps, ref=job.ref,
+            on_result=on_result, on_steps=bar.add_steps, ref=job.ref, env_hooks=env_hooks,
         )
     finally:
         bar.close()
@@ -133,7 +136,7 @@ def run_section(
     return results, stats
 
 
-def finish_journal(job: Job, section: str, key_config: dict[str, Any] | None = None) -> None:
+def finish_journal(job: Job, section: str) -> None:
     """Remove the journals of ``section`` once the section is safely in the results file."""
     d = job.results_file.parent / ".journal"
     for p in d.glob(f"{job.results_file.stem}.{section}.*.jsonl"):

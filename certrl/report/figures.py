@@ -1,0 +1,396 @@
+"""The report's figures, drawn with matplotlib onto a ``Figure`` or ``SubFigure``.
+
+The same drawing function fills a standalone figure (inline SVG in the HTML report) and a
+region of an A4 page (the PDF report), so both formats show the same figures and numbers.
+Colours: the Okabe-Ito colour-blind-safe palette; heat maps: ``cividis``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure, SubFigure
+
+from certrl.report.model import PolicyResults, norm_label
+from certrl.report.multi import Comparison
+
+# Okabe & Ito (2008), ordered for contrast on white: blue, orange, green, vermillion, sky blue,
+# reddish purple, yellow, black.
+BLUE, ORANGE, GREEN, VERMILLION, SKY, PURPLE, YELLOW, BLACK = (
+    "#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#F0E442", "#000000")
+PALETTE = [BLUE, ORANGE, GREEN, VERMILLION, SKY, PURPLE, BLACK, YELLOW]
+
+RC: dict[str, Any] = {
+    "svg.fonttype": "none",  # text stays text in the SVG (small, selectable)
+    "svg.hashsalt": "certrl",  # deterministic ids (set per figure when rendering)
+    "pdf.fonttype": 42,  # TrueType in the PDF: selectable, extractable text
+    "font.family": "sans-serif",
+    "font.sans-serif": ["DejaVu Sans", "Bitstream Vera Sans", "Verdana", "Arial"],
+    "font.size": 9.0,
+    "axes.titlesize": 10.0,
+    "axes.labelsize": 9.0,
+    "legend.fontsize": 8.0,
+    "xtick.labelsize": 8.0,
+    "ytick.labelsize": 8.0,
+    "axes.prop_cycle": matplotlib.cycler(color=PALETTE),
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.6,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "figure.facecolor": "white",
+    "savefig.facecolor": "white",
+    "image.cmap": "cividis",
+    "path.simplify": False,
+}
+
+FIG_WIDTH = 7.2  # inches: the HTML figure width and the PDF text width
+Target = Figure | SubFigure
+
+
+@dataclass
+class FigureSpec:
+    """One figure: a stable id (HTML anchor), title, caption, height and drawing function."""
+
+    fig_id: str
+    title: str
+    caption: str
+    height: float
+    draw: Callable[[Target], None]
+
+
+def _legend_below(fig: Target, ax: Any, ncols: int = 2) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=ncols, frameon=False)
+
+
+def _ecdf(ax: Any, values: np.ndarray, **kw: Any) -> None:
+    x = np.sort(values)
+    y = np.arange(1, x.size + 1) / x.size
+    ax.step(np.concatenate([[x[0]], x]), np.concatenate([[0.0], y]), where="post", **kw)
+
+
+# ---------------------------------------------------------------------------- single policy
+def certificate_figure(pr: PolicyResults, fig_id: str) -> FigureSpec:
+    cert = pr.cert or {}
+    space = str(cert.get("space", "normalized"))
+    sigma, alpha = cert.get("sigma"), cert.get("alpha")
+    rows = pr.budgets
+    horizon = pr.horizon
+
+    def draw(fig: Target) -> None:
+        ax = fig.subplots()
+        b = np.array([r.budget for r in rows])
+        bound = np.array([np.nan if r.bound is None else r.bound for r in rows])
+        conf = f"{100 * (1 - float(alpha)):g}%" if alpha is not None else "1 − α"
+        sm = ((cert.get("clean_smoothed") or {}).get("summary")) or {}
+        if sm.get("mean") is not None:
+            ax.axhline(sm["mean"], color=GREEN, ls="--", lw=1.2,
+                       label=f"clean smoothed mean (σ = {sigma})")
+            ci = sm.get("mean_ci")
+            if isinstance(ci, list) and None not in ci:
+                ax.axhspan(ci[0], ci[1], color=GREEN, alpha=0.12, lw=0)
+        un = ((cert.get("clean_unsmoothed") or {}).get("summary")) or {}
+        if un.get("mean") is not None:
+            ax.axhline(un["mean"], color=BLACK, ls=":", lw=1.0, label="clean unsmoothed mean")
+        att = [(r.budget, r.attack_summary) for r in rows
+               if r.attack_summary and r.attack_summary.get("mean") is not None]
+        if att:
+            ab = np.array([a for a, _ in att])
+            am = np.array([s["mean"] for _, s in att])
+            lo = np.array([s.get("mean_ci", [m, m])[0] for (_, s), m in zip(att, am)])
+            hi = np.array([s.get("mean_ci", [m, m])[1] for (_, s), m in zip(att, am)])
+            name = next(r.attack_name for r in rows if r.attack_summary)
+            ax.errorbar(ab, am, yerr=[am - lo, hi - am], color=VERMILLION, marker="s", ms=4,
+                        capsize=3, lw=1.4, label=f"attacked smoothed policy ({name}), mean ± CI")
+            cb = np.interp(ab, b, bound)
+            ax.fill_between(ab, cb, am, color=VERMILLION, alpha=0.10, lw=0,
+                            label="tightness gap (attack − certificate)")
+        qcolors = [SKY, PURPLE, ORANGE, YELLOW]
+        qs = sorted({q for r in rows for q in r.percentiles}, key=float)
+        for q, c in zip(qs, qcolors):
+            v = np.array([r.percentiles.get(q, np.nan) for r in rows])
+            ax.plot(b, v, color=c, ls="-.", marker=".", lw=1.0,
+                    label=f"certified {float(q):g}-quantile lower bound")
+        ax.plot(b, bound, color=BLUE, marker="o", ms=5, lw=2.0,
+                label=f"certified lower bound on E[return] ({conf})")
+        ax.set_xlabel(f"budget B (ℓ2 over the episode, {space} obs)")
+        ax.set_ylabel("return")
+        ax.set_title(f"{pr.label} on {pr.env_id}: certified return vs. budget")
+        if horizon:
+            h = float(horizon)
+            sec = ax.secondary_xaxis("top", functions=(lambda x: x / math.sqrt(h),
+                                                       lambda e: e * math.sqrt(h)))
+            sec.set_xlabel(f"per-step ℓ2 radius B/√H (H = {horizon})", fontsize=8)
+            sec.tick_params(labelsize=7)
+        _legend_below(fig, ax)
+
+    statement = str(cert.get("statement", "")).strip()
+    band = cert.get("band") or {}
+    cap = (f"{statement} The curve holds simultaneously for every budget (one "
+           f"{band.get('method', 'DKW')} band, ε = {band.get('epsilon', '?'):.4g}). "
+           if isinstance(band.get("epsilon"), (int, float)) else f"{statement} ")
+    cap += ("Squares: the strongest available attack on the smoothed policy at the same budget; "
+            "the certificate must stay below it, and the shaded gap measures its tightness.")
+    return FigureSpec(fig_id, "Certified return vs. attack budget", cap.strip(), 4.6, draw)
+
+
+def attack_figure(pr: PolicyResults, fig_id: str) -> FigureSpec:
+    attacks = pr.attack_list
+    clean = pr.attack_clean_summary or pr.eval_summary
+
+    def draw(fig: Target) -> None:
+        ax = fig.subplots()
+        names, means, lows, highs, colors = [], [], [], [], []
+        if clean and clean.get("mean") is not None:
+            names.append("clean (no attack)")
+            means.append(clean["mean"])
+            ci = clean.get("mean_ci") or [clean["mean"]] * 2
+            lows.append(ci[0])
+            highs.append(ci[1])
+            colors.append(GREEN)
+        for a in attacks:
+            if a.mean is None:
+                continue
+            names.append(a.name)
+            means.append(a.mean)
+            ci = (a.summary or {}).get("mean_ci") or [a.mean, a.mean]
+            lows.append(ci[0] if ci[0] is not None else a.mean)
+            highs.append(ci[1] if ci[1] is not None else a.mean)
+            colors.append(VERMILLION if pr.strongest is a else BLUE)
+        y = np.arange(len(names))[::-1]
+        m = np.array(means, dtype=float)
+        err = [m - np.array(lows, dtype=float), np.array(highs, dtype=float) - m]
+        ax.barh(y, m, color=colors, alpha=0.85, height=0.6)
+        ax.errorbar(m, y, xerr=err, fmt="none", ecolor=BLACK, capsize=3, lw=1.0)
+        ax.set_yticks(y, names)
+        ax.grid(axis="y", visible=False)
+        span = float(np.nanmax(np.abs(m))) if m.size else 1.0
+        for yi, mi, hi in zip(y, m, highs):
+            ax.text(max(mi, hi) + 0.01 * span if mi >= 0 else min(mi, 0) + 0.01 * span, yi,
+                    f" {mi:,.1f}", va="center", fontsize=7.5)
+        ax.axvline(0, color=BLACK, lw=0.6)
+        ax.set_xlabel("return (mean over episodes, 95% CI)")
+        ax.set_title(f"{pr.label} on {pr.env_id}: return under attack\n{pr.threat_text()}",
+                     fontsize=9.5)
+
+    n = len(attacks) + 1
+    cap = ("Mean return per attack with 95% stratified-bootstrap CIs; the strongest attack "
+           "(lowest mean) in vermillion, the clean return in green. Threat model: "
+           f"{pr.threat_text()}.")
+    return FigureSpec(fig_id, "Return under each attack", cap, 1.5 + 0.32 * n, draw)
+
+
+def distribution_figure(pr: PolicyResults, fig_id: str) -> FigureSpec | None:
+    series: list[tuple[str, np.ndarray, str, str]] = []
+    clean = pr.attack_clean_returns if pr.attack_clean_returns is not None else pr.eval_returns
+    if clean is not None:
+        series.append(("clean", clean, GREEN, "-"))
+    colors = [VERMILLION, BLUE, ORANGE, PURPLE, SKY, BLACK]
+    for a, c in zip([a for a in pr.attack_list if a.returns is not None], colors):
+        series.append((a.name, a.returns, c, "--" if a is not pr.strongest else "-"))
+    if not series:
+        return None
+
+    def draw(fig: Target) -> None:
+        ax = fig.subplots()
+        for name, v, c, ls in series:
+            _ecdf(ax, v, color=c, ls=ls, lw=1.6 if name in ("clean",) else 1.2,
+                  label=f"{name} (n = {v.size})")
+        ax.set_xlabel("episode return")
+        ax.set_ylabel("fraction of episodes ≤ return (ECDF)")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"{pr.label} on {pr.env_id}: return distribution, clean vs. attacked")
+        _legend_below(fig, ax, ncols=3)
+
+    n_att = len(series) - (1 if clean is not None else 0)
+    extra = f" (the {n_att} attacks with stored returns)" if n_att else ""
+    cap = ("Empirical CDFs of the episode returns: a curve further left means lower returns"
+           f"{extra}. " + (f"Threat model: {pr.threat_text()}." if pr.attacks else ""))
+    return FigureSpec(fig_id, "Return distributions", cap.strip(), 4.0, draw)
+
+
+def smoothed_distribution_figure(pr: PolicyResults, fig_id: str) -> FigureSpec | None:
+    cert = pr.cert or {}
+    sm = cert.get("smoothed_returns")
+    if not isinstance(sm, list) or not sm or not pr.budgets:
+        return None
+    smoothed = np.asarray([v for v in sm if v is not None], dtype=float)
+    rows = [r for r in pr.budgets if r.budget > 0]
+    colors = [BLUE, ORANGE, VERMILLION, PURPLE, SKY, BLACK]
+
+    def draw(fig: Target) -> None:
+        ax = fig.subplots()
+        _ecdf(ax, smoothed, color=GREEN, lw=1.6,
+              label=f"smoothed, clean (σ = {cert.get('sigma')}, n = {smoothed.size})")
+        for r, c in zip(rows, colors):
+            if r.attack_returns is not None:
+                _ecdf(ax, r.attack_returns, color=c, lw=1.1, ls="--",
+                      label=f"smoothed, attacked at B = {r.budget:g}")
+            qs = sorted(r.percentiles, key=float)
+            if qs:
+                ax.plot([r.percentiles[q] for q in qs], [float(q) for q in qs], ls="none",
+                        marker=">", ms=6, color=c, label=f"certified quantiles at B = {r.budget:g}")
+        ax.set_xlabel("episode return (certified quantity: per-step rewards clipped to bounds)")
+        ax.set_ylabel("fraction of episodes ≤ return")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"{pr.label}: smoothed-policy returns and certified quantiles")
+        _legend_below(fig, ax, ncols=2)
+
+    cap = ("Triangles ▶ at (v, q): with the stated confidence the q-quantile of the attacked "
+           "return at budget B is at least v, for every adversary within B; every attacked "
+           "ECDF at that budget must pass at or to the right of its triangles.")
+    return FigureSpec(fig_id, "Smoothed returns and certified quantiles", cap, 4.2, draw)
+
+
+def per_state_figure(pr: PolicyResults, fig_id: str) -> FigureSpec | None:
+    ps = (pr.cert or {}).get("per_state")
+    frac = ps.get("fraction_certified") if isinstance(ps, dict) else None
+    if not isinstance(frac, dict) or not frac:
+        return None
+    pts = sorted((float(k), float(v)) for k, v in frac.items() if v is not None)
+
+    def draw(fig: Target) -> None:
+        ax = fig.subplots()
+        ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", color=BLUE, marker="o")
+        ax.set_xlabel(f"ℓ2 radius per state ({(pr.cert or {}).get('space', '')} obs)")
+        ax.set_ylabel("fraction of visited states certified")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"{pr.label}: per-state certified radius of the majority-vote action")
+
+    cap = (f"{ps.get('states', '?')} visited states; a state counts as certified at radius r "
+           "when the smoothed policy's majority-vote action provably does not change under any "
+           "per-step ℓ2 perturbation ≤ r.")
+    return FigureSpec(fig_id, "Per-state certificates", cap, 3.2, draw)
+
+
+def stress_figure(pr: PolicyResults, fig_id: str) -> FigureSpec | None:
+    g = pr.stress_grid
+    if g is None:
+        return None
+
+    def draw(fig: Target) -> None:
+        ax = fig.subplots()
+        mean = g["mean"]
+        im = ax.imshow(mean, origin="lower", aspect="auto", cmap="cividis")
+        ax.set_yticks(range(len(g["values1"])), [f"{v:g}" for v in g["values1"]])
+        ax.set_xticks(range(len(g["values2"])), [f"{v:g}" for v in g["values2"]])
+        ax.set_ylabel(g["params"][0])
+        ax.set_xlabel(g["params"][1])
+        ax.grid(False)
+        finite = mean[np.isfinite(mean)]
+        mid = float(np.median(finite)) if finite.size else 0.0
+        if mean.size <= 100:
+            for i in range(mean.shape[0]):
+                for j in range(mean.shape[1]):
+                    if np.isfinite(mean[i, j]):
+                        ax.text(j, i, f"{mean[i, j]:,.0f}", ha="center", va="center",
+                                fontsize=7, color="white" if mean[i, j] < mid else "black")
+        fig.colorbar(im, ax=ax, label="mean return")
+        ax.set_title(f"{pr.label} on {pr.env_id}: mean return under dynamics changes")
+
+    cap = (f"Mean episode return for each combination of {g['params'][0]} and {g['params'][1]} "
+           "(dynamics uncertainty stress test).")
+    return FigureSpec(fig_id, "Dynamics stress test", cap, 4.2, draw)
+
+
+# ---------------------------------------------------------------------------- several policies
+def intervals_figure(comp: Comparison, fig_id: str) -> FigureSpec:
+    metrics = list(next(iter(comp.intervals.values())).keys())
+    labels = comp.labels
+    n = len(labels)
+
+    def draw(fig: Target) -> None:
+        ncols = 2
+        nrows = math.ceil(len(metrics) / ncols)
+        axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+        for ax, m in zip(axes, metrics):
+            for i, lab in enumerate(labels):
+                y = n - 1 - i
+                for est, dy, c, tag in (
+                    (comp.intervals[lab][m], 0.17 if lab in comp.attacked_intervals else 0.0,
+                     BLUE, "clean"),
+                    (comp.attacked_intervals.get(lab, {}).get(m), -0.17, VERMILLION,
+                     "strongest attack"),
+                ):
+                    if est is None:
+                        continue
+                    ax.barh(y + dy, est.high - est.low, left=est.low, height=0.28, color=c,
+                            alpha=0.55, label=tag if i == 0 else None)
+                    ax.plot([est.point, est.point], [y + dy - 0.14, y + dy + 0.14], color=BLACK,
+                            lw=1.5)
+            ax.set_yticks(range(n)[::-1], labels)
+            ax.set_title(m)
+            ax.grid(axis="y", visible=False)
+            ax.set_xlabel(comp.score_label if m != "optimality gap" else "gap to score 1",
+                          fontsize=7.5)
+        for ax in axes[len(metrics):]:
+            ax.set_visible(False)
+        handles, labs = axes[0].get_legend_handles_labels()
+        if handles:
+            fig.legend(handles, labs, loc="outside lower center", ncols=2, frameon=False)
+        fig.suptitle("Aggregate metrics across policies (95% stratified-bootstrap CIs)")
+
+    cap = (f"{comp.note} Bars: 95% CIs, black ticks: point estimates; blue: clean evaluation, "
+           "vermillion: under each policy's strongest attack. IQM = interquartile mean; "
+           "optimality gap = mean shortfall below a normalized score of 1 (lower is better).")
+    return FigureSpec(fig_id, "Aggregate metrics (IQM, mean, median, optimality gap)", cap,
+                      1.6 + 1.1 * math.ceil(len(metrics) / 2) * max(1.0, 0.45 * n), draw)
+
+
+def profiles_figure(comp: Comparison, fig_id: str) -> FigureSpec:
+    def draw(fig: Target) -> None:
+        ax = fig.subplots()
+        for i, lab in enumerate(comp.labels):
+            c = PALETTE[i % len(PALETTE)]
+            p, lo, hi = comp.profiles[lab]
+            ax.plot(comp.taus, p, color=c, lw=1.6, label=f"{lab} (clean)")
+            ax.fill_between(comp.taus, lo, hi, color=c, alpha=0.15, lw=0)
+            if lab in comp.attacked_profiles:
+                p, lo, hi = comp.attacked_profiles[lab]
+                ax.plot(comp.taus, p, color=c, lw=1.2, ls="--",
+                        label=f"{lab} ({comp.attacked_names[lab]})")
+                ax.fill_between(comp.taus, lo, hi, color=c, alpha=0.08, lw=0)
+        ax.set_xlabel(f"threshold τ ({comp.score_label})")
+        ax.set_ylabel("fraction of episodes with score > τ")
+        ax.set_ylim(0, 1.02)
+        ax.set_title("Performance profiles (95% CI bands)")
+        _legend_below(fig, ax, ncols=2)
+
+    cap = ("Score distributions (Agarwal et al. 2021): the fraction of episodes scoring above each "
+           "threshold; solid clean, dashed under the strongest attack, shaded 95% pointwise CIs. "
+           "A profile that lies above another dominates it.")
+    return FigureSpec(fig_id, "Performance profiles", cap, 4.4, draw)
+
+
+def poi_figure(comp: Comparison, fig_id: str) -> FigureSpec:
+    pairs = comp.poi
+
+    def draw(fig: Target) -> None:
+        ax = fig.subplots()
+        n = len(pairs)
+        for i, (x, y, e) in enumerate(pairs):
+            yy = n - 1 - i
+            ax.barh(yy, e.high - e.low, left=e.low, height=0.5, color=BLUE, alpha=0.55)
+            ax.plot([e.point, e.point], [yy - 0.25, yy + 0.25], color=BLACK, lw=1.5)
+        ax.set_yticks(range(n)[::-1], [f"P({x} > {y})" for x, y, _ in pairs])
+        ax.axvline(0.5, color=BLACK, ls=":", lw=1.0)
+        ax.set_xlim(0, 1)
+        ax.grid(axis="y", visible=False)
+        ax.set_xlabel("probability of improvement (clean evaluation returns, 95% CI)")
+        ax.set_title("Probability of improvement between policies")
+
+    cap = ("P(X > Y): the probability that an episode of X scores higher than an episode of Y "
+           "(Mann-Whitney, ties count ½), with 95% bootstrap CIs; 0.5 = no difference. An "
+           "interval entirely above 0.5 is a statistically meaningful improvement.")
+    return FigureSpec(fig_id, "Probability of improvement", cap, 1.4 + 0.45 * len(pairs), draw)
+
+
+def norm_text(norm: str) -> str:
+    return norm_label(norm)
