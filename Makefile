@@ -30,5 +30,9 @@ lint: install
 bench: install
 	$(BIN)/python benchmarks/bench_evaluator.py
 
+# Robustness reports of the bundled demo policies (HTML + PDF) in reports/; see the script.
+reports: install
+	scripts/make_demo_reports.sh
+
 clean:
 	rm -rf $(VENV) results build *.egg-info

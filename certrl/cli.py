@@ -12,7 +12,6 @@ import json
 import shlex
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 EXIT_OK = 0
@@ -335,9 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_modules() -> list[Callable[[Any], None]]:
     """``register(subparsers)`` of the commands that live in their own modules."""
-    from certrl.commands import certify
+    from certrl.commands import certify, compare, gate, report
 
-    return [certify.register]
+    return [certify.register, report.register, compare.register, gate.register]
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:

@@ -102,6 +102,10 @@ ALIASES: dict[str, EnvSpec] = {
             "SA-DDPG, l_inf on normalized observations",
         ),
         EnvSpec("cartpole", "CartPole-v1", 500, (1.0, 1.0), "exact", None),
+        EnvSpec(
+            "cartpole-v0", "CartPole-v0", 200, (1.0, 1.0), "exact", None,
+            notes="the 200-step CartPole of Kumar et al. (2022)",
+        ),
         EnvSpec("mountaincar", "MountainCar-v0", 200, (-1.0, -1.0), "exact", None),
         EnvSpec(
             "mountaincar-continuous", "MountainCarContinuous-v0", 999, (-0.1, 100.0), "exact",

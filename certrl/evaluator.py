@@ -176,9 +176,12 @@ ENGINES: dict[str, Any] = {"gym": EnvBatch}
 
 
 def make_batch(engine: str, spec: EnvSpec, width: int, env_kwargs: dict[str, Any]) -> EnvBatch:
+    import certrl.engines  # noqa: F401 - registers the fast engines (lazily: no import cycle)
+
     if engine == "auto":
         for name, cls in ENGINES.items():
-            if name != "gym" and getattr(cls, "supports", lambda s: False)(spec):
+            if (name != "gym" and not env_kwargs
+                    and getattr(cls, "supports", lambda s: False)(spec)):
                 return cls(spec, width, env_kwargs)
         engine = "gym"
     if engine not in ENGINES:

@@ -369,21 +369,28 @@ def _noise_wrapper_cls():
     from stable_baselines3.common.vec_env import VecEnvWrapper
 
     class _GaussianObsNoise(VecEnvWrapper):
-        """Adds N(0, sigma^2 I) to the (already normalized) observations at every step."""
+        """Adds N(0, sigma^2 I) to the (already normalized) observations at every step; with
+        ``ramp_steps > 0`` sigma grows linearly from 0 over the first ``ramp_steps`` env steps."""
 
-        def __init__(self, venv: Any, sigma: float, seed: int) -> None:
+        def __init__(self, venv: Any, sigma: float, seed: int, ramp_steps: int = 0) -> None:
             super().__init__(venv)
             self.sigma = float(sigma)
+            self.ramp_steps = int(ramp_steps)
+            self.steps = 0
             self.rng = np.random.default_rng(seed)
 
         def _noisy(self, obs: np.ndarray) -> np.ndarray:
-            return (obs + self.sigma * self.rng.standard_normal(obs.shape)).astype(np.float32)
+            sigma = self.sigma
+            if self.ramp_steps > 0:
+                sigma *= min(1.0, self.steps / self.ramp_steps)
+            return (obs + sigma * self.rng.standard_normal(obs.shape)).astype(np.float32)
 
         def reset(self) -> np.ndarray:
             return self._noisy(self.venv.reset())
 
         def step_wait(self):
             obs, rewards, dones, infos = self.venv.step_wait()
+            self.steps += self.num_envs
             for info in infos:
                 if "terminal_observation" in info:
                     info["terminal_observation"] = self._noisy(info["terminal_observation"])
@@ -511,7 +518,11 @@ def train_hopper(args: argparse.Namespace, noisy: bool) -> dict[str, Any]:
     name = "hopper-noisy" if noisy else "hopper"
     env_id = "Hopper-v5"
     seed = args.seed if args.seed is not None else (1 if noisy else 0)
-    timesteps = args.timesteps or (1_000_000 if noisy else 1_500_000)
+    scratch = noisy and args.noisy_init == "scratch"
+    timesteps = args.timesteps or (1_000_000 if noisy and not scratch else 1_500_000)
+    hyper = dict(HOPPER_PPO)
+    if args.lr is not None:
+        hyper["learning_rate"] = args.lr
     n_envs = 4
     workdir = Path(args.workdir) / name
     workdir.mkdir(parents=True, exist_ok=True)
@@ -524,33 +535,40 @@ def train_hopper(args: argparse.Namespace, noisy: bool) -> dict[str, Any]:
         "seed": seed,
         "n_envs": n_envs,
         "vec_env": "DummyVecEnv",
-        "hyperparameters": dict(HOPPER_PPO),
+        "hyperparameters": hyper,
         "policy": "MlpPolicy (default: pi/vf 64-64 tanh, ortho init, log_std_init 0)",
         "vec_normalize": dict(HOPPER_VECNORM),
     }
-    if noisy:
+    noise_cls = _noise_wrapper_cls()
+    if noisy and not scratch:
         src = Path(args.warm_start or Path(args.workdir) / "hopper")
         model_zip, vn_pkl = src / "selected_model.zip", src / "selected_vecnormalize.pkl"
         vecnorm = VecNormalize.load(str(vn_pkl), venv)
         vecnorm.training = True
         vecnorm.norm_reward = True
-        env = _noise_wrapper_cls()(vecnorm, SMOOTHING_SIGMA, seed)
-        model = PPO.load(str(model_zip), env=env, device="cpu", seed=seed)
+        env = noise_cls(vecnorm, SMOOTHING_SIGMA, seed, args.noise_ramp)
+        custom = {"learning_rate": hyper["learning_rate"]}
+        model = PPO.load(str(model_zip), env=env, device="cpu", seed=seed, custom_objects=custom)
         prior = json.loads((src / "selected.json").read_text())
         training["warm_start"] = {"from": "hopper", **prior}
+    else:
+        vecnorm = VecNormalize(venv, **HOPPER_VECNORM)
+        env = vecnorm
+        if scratch:
+            env = noise_cls(vecnorm, SMOOTHING_SIGMA, seed, args.noise_ramp)
+        model = PPO("MlpPolicy", env, device="cpu", seed=seed, verbose=0, **hyper)
+    if noisy:
+        training["warm_start"] = training.get("warm_start")
         training["observation_noise"] = {
             "sigma": SMOOTHING_SIGMA,
             "space": "normalized (added after VecNormalize, before the policy)",
             "when": "every step (reset and step), fresh N(0, sigma^2 I)",
+            "ramp_steps": args.noise_ramp,
         }
-    else:
-        vecnorm = VecNormalize(venv, **HOPPER_VECNORM)
-        env = vecnorm
-        model = PPO("MlpPolicy", env, device="cpu", seed=seed, verbose=0, **HOPPER_PPO)
     eval_freq = args.eval_freq or 100_000
     cb = make_selection_callback(export_ppo, env_id, eval_freq, sigma, workdir)
     t0 = time.time()
-    model.learn(total_timesteps=timesteps, callback=cb, reset_num_timesteps=not noisy)
+    model.learn(total_timesteps=timesteps, callback=cb, reset_num_timesteps=scratch or not noisy)
     wall = time.time() - t0
     final = export_ppo(model, vecnorm, env_id)
     model.save(str(workdir / "final_model.zip"))
@@ -729,6 +747,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-dir", default=str(REPO / "certrl" / "demo"))
     ap.add_argument("--workdir", default="/tmp/certrl_demo_train")
     ap.add_argument("--warm-start", default=None, help="hopper-noisy: dir with selected_*")
+    ap.add_argument(
+        "--noisy-init",
+        choices=("warm", "scratch"),
+        default="warm",
+        help="hopper-noisy: warm-start from hopper or train from scratch with noise",
+    )
+    ap.add_argument("--noise-ramp", type=int, default=0, help="hopper-noisy: sigma ramp steps")
+    ap.add_argument("--lr", type=float, default=None, help="hopper demos: learning rate")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)

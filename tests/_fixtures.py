@@ -44,8 +44,9 @@ def random_bundle(
 
 
 def random_policy(env_id: str, seed: int = 0, normalize: bool = True) -> Policy:
-    from certrl.policies.bundle import load_bundle
     import tempfile
+
+    from certrl.policies.bundle import load_bundle
 
     with tempfile.TemporaryDirectory() as d:
         return load_bundle(random_bundle(Path(d), env_id, seed=seed, normalize=normalize))

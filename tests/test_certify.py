@@ -45,8 +45,8 @@ def test_certificates_section_matches_the_math(tmp_path, capsys):
 
 def test_smoothed_returns_are_the_smoothing_hook(tmp_path):
     _, data = _certify(tmp_path)
-    from certrl.policies import load_policy, validate_spaces
     from certrl.envs import resolve_env
+    from certrl.policies import load_policy, validate_spaces
 
     spec = resolve_env("cartpole")
     env = spec.make()

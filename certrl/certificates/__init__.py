@@ -10,7 +10,9 @@
 * :mod:`~certrl.certificates.per_state`: single-step randomized smoothing (Cohen et al. 2019):
   :func:`clopper_pearson_lower`, :func:`certified_radius`, :func:`certified_radii`,
   :func:`fraction_certified`, and :func:`bounded_output_certificate` for bounded continuous
-  outputs.
+  outputs;
+* :mod:`~certrl.certificates.sequential`: anytime-valid early stopping of the certificate gate
+  (``certify --fail-under``): :class:`SequentialCertifier`, :func:`expected_return_upper_bound`.
 
 See ``docs/kumar_reference.md`` for how these match the paper and its reference code.
 """
@@ -32,8 +34,26 @@ from certrl.certificates.returns import (
     expected_return_certificate_cp,
     percentile_certificate,
 )
+from certrl.certificates.sequential import (
+    Decision,
+    Look,
+    SequentialCertifier,
+    alpha_spending,
+    certificate_functional,
+    expected_return_upper_bound,
+    geometric_schedule,
+    np_bounds_sorted,
+)
 
 __all__ = [
+    "Decision",
+    "Look",
+    "SequentialCertifier",
+    "alpha_spending",
+    "certificate_functional",
+    "expected_return_upper_bound",
+    "geometric_schedule",
+    "np_bounds_sorted",
     "bounded_output_certificate",
     "certified_radii",
     "certified_radius",

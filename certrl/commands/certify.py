@@ -14,6 +14,17 @@ Pipeline (one results-file section, ``certificates``):
    certificate's tightness);
 5. discrete policies: per-state certified radii of the majority-vote action (CROP-LoAct
    style), with ``--per-state``.
+
+With ``--fail-under T`` step 2 is *sequential* (anytime-valid early stopping,
+:mod:`certrl.certificates.sequential`): smoothed episodes are run in rounds of 100, 200, 400,
+... up to ``--episodes`` (resuming the same journal, so each round runs only the new episode
+indices) and sampling stops as soon as the gate is statistically settled: PASS once the
+certificate at the largest budget is ``>= T``, FAIL once an upper confidence bound on what any
+number of episodes could certify is ``< T``. The per-look levels ``alpha_k`` (Bonferroni over the
+fixed schedule) sum to ``alpha``, so the decision is wrong with probability ``<= alpha`` and the
+certificates reported at the stopping look (computed at ``alpha_k``) hold at ``1 - alpha``
+overall. Still straddling ``T`` after ``--episodes`` episodes is reported as *undecided* and fails
+the gate (exit 1): a pass must be a certificate. ``certificates.sequential`` records the looks.
 """
 
 from __future__ import annotations
@@ -22,7 +33,7 @@ import argparse
 import math
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,6 +52,9 @@ from certrl.cli import (
     print_summary,
     returns_summary,
 )
+
+if TYPE_CHECKING:
+    from certrl.certificates.sequential import SequentialCertifier
 
 DEFAULT_QUANTILES = (0.1, 0.25, 0.5)
 
@@ -87,7 +101,9 @@ def register(sub: Any) -> None:
     p.add_argument("--per-state-n", type=int, default=1000,
                    help="noisy copies per visited state for --per-state (default 1000)")
     p.add_argument("--fail-under", type=float, default=None, metavar="RETURN",
-                   help="exit 1 if the certified return at the largest budget is below RETURN")
+                   help="exit 1 unless the certified return at the largest budget is >= RETURN; "
+                   "samples episodes in rounds (100, 200, 400, ... up to --episodes) and stops "
+                   "early once the decision is settled (anytime-valid, total error <= alpha)")
     _add_common(p)
     p.set_defaults(handler=cmd_certify)
 
@@ -103,6 +119,7 @@ def _statement(alpha: float, budget: float, value: float, space: str) -> str:
 
 def cmd_certify(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     from certrl.certificates import (
+        Decision,
         dkw_epsilon,
         expected_return_certificate,
         percentile_certificate,
@@ -132,8 +149,9 @@ def cmd_certify(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     lower, upper = job.spec.return_bounds
     horizon = job.spec.horizon
 
+    upto = "up to " if args.fail_under is not None else ""
     print(f"certrl: certifying {args.policy} on {job.spec.gym_id}: sigma={args.sigma:g} "
-          f"({space} observations), {m} smoothed episodes, alpha={args.alpha:g}, "
+          f"({space} observations), {upto}{m} smoothed episodes, alpha={args.alpha:g}, "
           f"{job.workers} worker(s)", file=sys.stderr)
 
     # 1. unsmoothed clean return on the same episode seeds
@@ -146,17 +164,25 @@ def cmd_certify(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     hooks: list[Any] = [smoothing]
     if args.per_state:
         hooks = [PerStateCertifier(args.sigma, space, n=args.per_state_n, alpha=0.001), smoothing]
-    smoothed, sm_stats = run_section(job, "certificates", m, obs_hooks=hooks, desc="smoothed")
+    seq = None
+    if args.fail_under is not None:  # anytime-valid early stopping at the largest budget
+        smoothed, sm_stats, seq = _sequential_smoothed(args, job, hooks, budgets[-1])
+    else:
+        smoothed, sm_stats = run_section(job, "certificates", m, obs_hooks=hooks,
+                                         desc="smoothed")
+    m_used = len(smoothed)
+    # sequential: certificates at the stopping look's alpha_k (valid at 1 - alpha overall)
+    cert_alpha = seq.alpha_used if seq is not None else args.alpha
     raw_returns = returns_array(smoothed)
     cert_returns = returns_array(smoothed, clipped=True)
     clipped_steps = int(sum(r.clipped_steps for r in smoothed))
 
     # 3. certificates: one band for the whole curve
-    bounds = expected_return_certificate(cert_returns, args.sigma, budgets, args.alpha, lower)
-    band_eps = dkw_epsilon(m, args.alpha, one_sided=True)
+    bounds = expected_return_certificate(cert_returns, args.sigma, budgets, cert_alpha, lower)
+    band_eps = dkw_epsilon(m_used, cert_alpha, one_sided=True)
     rows: list[dict[str, Any]] = []
-    for b, bound in zip(budgets, np.atleast_1d(bounds)):
-        pct = percentile_certificate(cert_returns, args.sigma, b, quantiles, args.alpha,
+    for b, bound in zip(budgets, np.atleast_1d(bounds), strict=True):
+        pct = percentile_certificate(cert_returns, args.sigma, b, quantiles, cert_alpha,
                                      lower=lower)
         rows.append({
             "budget": b,
@@ -180,15 +206,17 @@ def cmd_certify(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     statement = _statement(args.alpha, largest["budget"], largest["expected_return_lower_bound"],
                            space)
     gate = None
-    if args.fail_under is not None:
+    if seq is not None:
         gate = {"threshold": args.fail_under, "budget": largest["budget"],
                 "value": largest["expected_return_lower_bound"],
-                "passed": largest["expected_return_lower_bound"] >= args.fail_under}
+                "upper_bound": seq.looks[-1].upper_bound,
+                "decision": seq.decision.value,
+                "passed": seq.decision is Decision.PASS}
     section = {
         "sigma": args.sigma,
         "space": space,
         "alpha": args.alpha,
-        "episodes": m,
+        "episodes": m_used,
         "seed": job.seed,
         "deterministic": job.deterministic,
         "horizon": horizon,
@@ -200,13 +228,14 @@ def cmd_certify(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         "step_reward_bounds": list(job.spec.step_reward_bounds),
         "bounds_kind": job.spec.bounds_kind,
         "clipped_steps": clipped_steps,
-        "band": {"method": "dkw-massart-one-sided", "epsilon": band_eps},
+        "band": {"method": "dkw-massart-one-sided", "epsilon": band_eps, "alpha": cert_alpha},
         "clean_smoothed": {"summary": returns_summary(raw_returns, job.seed)},
         "clean_unsmoothed": {"summary": eval_sec["summary"], "episodes": n_clean},
         "budgets": rows,
         "statement": statement,
         "per_state": per_state,
         "gate": gate,
+        "sequential": None if seq is None else seq.summary(fixed_m=m),
         "throughput": {"steps": sm_stats.steps, "seconds": round(sm_stats.seconds, 3),
                        "steps_per_second": round(sm_stats.steps_per_second, 1),
                        "retries": sm_stats.retries},
@@ -224,12 +253,74 @@ def cmd_certify(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
 
     _print_report(job, section, eval_sec, quantiles, attack_note)
     print(f"results: {job.results_file}")
-    if gate is not None:
-        verdict = "PASS" if gate["passed"] else "FAIL"
-        print(f"gate: {verdict}: certified return {gate['value']:,.2f} at B={gate['budget']:g} "
-              f"{'>=' if gate['passed'] else '<'} {gate['threshold']:,.2f}")
+    if seq is not None and gate is not None:
+        _print_sequential(seq, gate, args.alpha, m)
         return EXIT_OK if gate["passed"] else EXIT_FAIL
     return EXIT_OK
+
+
+def _sequential_smoothed(args: argparse.Namespace, job: Any, hooks: list[Any],
+                         budget: float) -> tuple[list[Any], Any, SequentialCertifier]:
+    """Smoothed episodes in rounds until the ``--fail-under`` decision is settled.
+
+    Round ``k`` asks :func:`~certrl.runner.run_section` for episodes ``0..n_k - 1`` of the same
+    configuration with ``job.resume`` on, so only the new indices run (the journal holds the
+    earlier ones; the first round honours the user's ``--resume``). Episodes are i.i.d. and the
+    schedule depends only on ``--episodes``, as :class:`SequentialCertifier` requires.
+    """
+    from certrl.backends import RunStats
+    from certrl.certificates.sequential import SequentialCertifier, geometric_schedule
+    from certrl.runner import returns_array, run_section
+
+    lower, upper = job.spec.return_bounds
+    sc = SequentialCertifier(args.sigma, budget, args.alpha, lower, upper, args.fail_under,
+                             geometric_schedule(args.episodes))
+    total = RunStats(workers=job.workers)
+    resume = job.resume
+    results: list[Any] = []
+    try:
+        while not sc.done:
+            n = sc.next_episodes
+            assert n is not None
+            results, st = run_section(job, "certificates", n, obs_hooks=hooks,
+                                      desc=f"smoothed (look {len(sc.looks) + 1})")
+            job.resume = True  # next round: reuse these episodes, run only the new ones
+            total.episodes += st.episodes
+            total.steps += st.steps
+            total.seconds += st.seconds
+            total.retries += st.retries
+            lk = sc.update(returns_array(results, clipped=True))
+            print(f"certrl: look {lk.k}/{len(sc.schedule)}: {lk.episodes} episodes, "
+                  f"alpha_k={lk.alpha_k:.3g}: {_fmt(lk.lower_bound)} <= C(B={budget:g}) <= "
+                  f"{_fmt(lk.upper_bound)} vs threshold {_fmt(args.fail_under)}: "
+                  f"{lk.decision.value}", file=sys.stderr)
+    finally:
+        job.resume = resume
+    return results, total, sc
+
+
+def _print_sequential(seq: SequentialCertifier, gate: dict[str, Any], alpha: float,
+                      fixed_m: int) -> None:
+    from certrl.certificates.sequential import Decision
+
+    last = seq.looks[-1]
+    used = last.episodes
+    saved = f", {fixed_m / used:.1f}x fewer than the fixed-m run" if used < fixed_m else ""
+    print(f"sequential: {seq.decision.value} at look {last.k} of {len(seq.schedule)} after "
+          f"{used:,} of {fixed_m:,} episodes{saved}; certificates computed at alpha_k = "
+          f"{seq.alpha_used:.3g} and valid at {100 * (1 - alpha):g}% overall (union bound over "
+          f"the looks, alpha spent {seq.alpha_spent:.3g})")
+    t, b = gate["threshold"], gate["budget"]
+    if seq.decision is Decision.PASS:
+        print(f"gate: PASS: certified return {gate['value']:,.2f} at B={b:g} >= {t:,.2f}")
+    elif seq.decision is Decision.FAIL:
+        print(f"gate: FAIL: certified return {gate['value']:,.2f} at B={b:g} < {t:,.2f}, and "
+              f"with probability >= {100 * (1 - alpha):g}% no number of episodes would certify "
+              f"{t:,.2f} at this sigma and budget (upper bound {last.upper_bound:,.2f})")
+    else:
+        print(f"gate: FAIL (undecided): certified return {gate['value']:,.2f} at B={b:g} < "
+              f"{t:,.2f} after all {used:,} episodes, but the upper bound "
+              f"{last.upper_bound:,.2f} >= {t:,.2f}: more episodes (--episodes) might certify it")
 
 
 def _attack_budgets(args: argparse.Namespace, job: Any, space: str, rows: list[dict[str, Any]],
@@ -286,7 +377,8 @@ def _print_report(job: Any, sec: dict[str, Any], eval_sec: dict[str, Any],
     print_summary(f"smoothed clean return (sigma={sec['sigma']:g})",
                   sec["clean_smoothed"]["summary"])
     qcols = "".join(f"{'q' + format(q, 'g'):>11}" for q in quantiles)
-    head = f"{'B (l2, episode)':>16}{'eps/step':>10}{'certified E[R]':>16}{qcols}{'attacked E[R]':>16}"
+    head = (f"{'B (l2, episode)':>16}{'eps/step':>10}{'certified E[R]':>16}{qcols}"
+            f"{'attacked E[R]':>16}")
     print(head)
     print("-" * len(head))
     for row in sec["budgets"]:

@@ -32,6 +32,7 @@ class Table:
     headers: list[str]
     rows: list[list[str]]
     caption: str = ""
+    wrap: bool = False  # long text cells (HTML: wrap; numeric tables keep cells on one line)
 
 
 @dataclass
@@ -78,13 +79,13 @@ class Document:
 GLOSSARY: list[tuple[str, str]] = [
     ("ℓ∞ per-step budget ε (attacks)",
      "At every step the adversary may change each coordinate of the observation by at most ε. "
-     "Budgets are in the normalized observation space (o − μ) / √(σ² + 10⁻⁸) of the policy's "
+     "Budgets are in the normalized observation space (o − μ) / √(var + ε₀) of the policy's "
      "observation normalization — the space of the SA-PPO / ATLA / PA-AD budgets (Hopper "
      "0.075, Walker2d 0.05, HalfCheetah and Ant 0.15) — or in raw observations when the threat "
      "model says so."),
     ("Episode ℓ2 budget B (certificates)",
      "The adversary may perturb every observation of an episode, adaptively, as long as the "
-     "total ℓ2 norm √(Σₜ ‖δₜ‖²) over the whole episode is at most B (in the space named next "
+     "total ℓ2 norm √(Σ_t ‖δ_t‖²) over the whole episode is at most B (in the space named next "
      "to B). Spread evenly over H steps this is a per-step ℓ2 radius of B/√H."),
     ("Smoothing σ",
      "Standard deviation of the Gaussian noise added to every observation of the smoothed "
@@ -157,7 +158,8 @@ def _verdict(it: PolicyResults) -> Verdict:
             value = gate.get("value", row.bound)
             status_text = (f"{'PASS' if gate['passed'] else 'FAIL'}: certified return "
                            f"{fnum(value)} at B = {gate.get('budget')} "
-                           f"{'≥' if gate['passed'] else '<'} threshold {fnum(gate.get('threshold'))}")
+                           f"{'≥' if gate['passed'] else '<'} threshold "
+                           f"{fnum(gate.get('threshold'))}")
     else:
         rows.append(("Certified return", it.missing.get("certificates", "-")))
     return Verdict(f"{it.label} on {it.env_id}", rows, status, status_text)
@@ -249,7 +251,7 @@ def _provenance(it: PolicyResults) -> list[Block]:
         rows.append(["attacks", it.threat_text() + f"; {len(it.attack_list)} attack(s)"])
     blocks: list[Block] = [Heading(f"{it.label} on {it.env_id}", 3,
                                    f"prov-{slug(it.label)}-{slug(it.env_id)}"),
-                           Table(["field", "value"], rows)]
+                           Table(["field", "value"], rows, wrap=True)]
     cmds = [str(c) for c in d.get("commands") or []]
     if cmds:
         blocks.append(Para("Command lines that wrote this file (oldest first):", "small"))
@@ -355,5 +357,5 @@ def build_document(items: list[PolicyResults]) -> Document:
     for it in items:
         B.extend(_provenance(it))
     B.append(Heading("Glossary: threat models and statistics", 2, "glossary"))
-    B.append(Table(["term", "meaning"], [[k, v] for k, v in GLOSSARY]))
+    B.append(Table(["term", "meaning"], [[k, v] for k, v in GLOSSARY], wrap=True))
     return doc

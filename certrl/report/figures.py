@@ -15,8 +15,10 @@ from typing import Any
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure, SubFigure
+from matplotlib.layout_engine import ConstrainedLayoutEngine
+from matplotlib.transforms import Bbox
 
-from certrl.report.model import PolicyResults, norm_label
+from certrl.report.model import PolicyResults
 from certrl.report.multi import Comparison
 
 # Okabe & Ito (2008), ordered for contrast on white: blue, orange, green, vermillion, sky blue,
@@ -64,8 +66,12 @@ class FigureSpec:
     draw: Callable[[Target], None]
 
 
-def _legend_below(fig: Target, ax: Any, ncols: int = 2) -> None:
+def _legend_below(fig: Target, ax: Any, ncols: int = 2,
+                  order: Callable[[str], int] | None = None) -> None:
     handles, labels = ax.get_legend_handles_labels()
+    if order is not None and handles:
+        pairs = sorted(zip(handles, labels, strict=True), key=lambda hl: order(hl[1]))
+        handles, labels = [h for h, _ in pairs], [lab for _, lab in pairs]
     if handles:
         fig.legend(handles, labels, loc="outside lower center", ncols=ncols, frameon=False)
 
@@ -104,8 +110,8 @@ def certificate_figure(pr: PolicyResults, fig_id: str) -> FigureSpec:
         if att:
             ab = np.array([a for a, _ in att])
             am = np.array([s["mean"] for _, s in att])
-            lo = np.array([s.get("mean_ci", [m, m])[0] for (_, s), m in zip(att, am)])
-            hi = np.array([s.get("mean_ci", [m, m])[1] for (_, s), m in zip(att, am)])
+            lo = np.array([s.get("mean_ci", [m, m])[0] for (_, s), m in zip(att, am, strict=True)])
+            hi = np.array([s.get("mean_ci", [m, m])[1] for (_, s), m in zip(att, am, strict=True)])
             name = next(r.attack_name for r in rows if r.attack_summary)
             ax.errorbar(ab, am, yerr=[am - lo, hi - am], color=VERMILLION, marker="s", ms=4,
                         capsize=3, lw=1.4, label=f"attacked smoothed policy ({name}), mean ± CI")
@@ -114,7 +120,7 @@ def certificate_figure(pr: PolicyResults, fig_id: str) -> FigureSpec:
                             label="tightness gap (attack − certificate)")
         qcolors = [SKY, PURPLE, ORANGE, YELLOW]
         qs = sorted({q for r in rows for q in r.percentiles}, key=float)
-        for q, c in zip(qs, qcolors):
+        for q, c in zip(qs, qcolors, strict=False):
             v = np.array([r.percentiles.get(q, np.nan) for r in rows])
             ax.plot(b, v, color=c, ls="-.", marker=".", lw=1.0,
                     label=f"certified {float(q):g}-quantile lower bound")
@@ -129,15 +135,23 @@ def certificate_figure(pr: PolicyResults, fig_id: str) -> FigureSpec:
                                                        lambda e: e * math.sqrt(h)))
             sec.set_xlabel(f"per-step ℓ2 radius B/√H (H = {horizon})", fontsize=8)
             sec.tick_params(labelsize=7)
-        _legend_below(fig, ax)
+        keys = ("certified lower bound", "attacked", "tightness", "certified", "clean smoothed",
+                "clean unsmoothed")
+        _legend_below(fig, ax, order=lambda lab: next(
+            (i for i, k in enumerate(keys) if lab.startswith(k)), len(keys)))
 
     statement = str(cert.get("statement", "")).strip()
     band = cert.get("band") or {}
     cap = (f"{statement} The curve holds simultaneously for every budget (one "
            f"{band.get('method', 'DKW')} band, ε = {band.get('epsilon', '?'):.4g}). "
            if isinstance(band.get("epsilon"), (int, float)) else f"{statement} ")
-    cap += ("Squares: the strongest available attack on the smoothed policy at the same budget; "
-            "the certificate must stay below it, and the shaded gap measures its tightness.")
+    if any(r.attack_summary for r in rows):
+        cap += ("Squares: the strongest available attack on the smoothed policy at the same "
+                "budget; the certificate must stay below it, and the shaded gap measures its "
+                "tightness.")
+    else:
+        cap += ("No empirical attack on the smoothed policy is stored in this file (certrl "
+                "certify without --no-attack adds one), so the tightness gap is not shown.")
     return FigureSpec(fig_id, "Certified return vs. attack budget", cap.strip(), 4.6, draw)
 
 
@@ -172,7 +186,7 @@ def attack_figure(pr: PolicyResults, fig_id: str) -> FigureSpec:
         ax.set_yticks(y, names)
         ax.grid(axis="y", visible=False)
         span = float(np.nanmax(np.abs(m))) if m.size else 1.0
-        for yi, mi, hi in zip(y, m, highs):
+        for yi, mi, hi in zip(y, m, highs, strict=True):
             ax.text(max(mi, hi) + 0.01 * span if mi >= 0 else min(mi, 0) + 0.01 * span, yi,
                     f" {mi:,.1f}", va="center", fontsize=7.5)
         ax.axvline(0, color=BLACK, lw=0.6)
@@ -193,7 +207,7 @@ def distribution_figure(pr: PolicyResults, fig_id: str) -> FigureSpec | None:
     if clean is not None:
         series.append(("clean", clean, GREEN, "-"))
     colors = [VERMILLION, BLUE, ORANGE, PURPLE, SKY, BLACK]
-    for a, c in zip([a for a in pr.attack_list if a.returns is not None], colors):
+    for a, c in zip([a for a in pr.attack_list if a.returns is not None], colors, strict=False):
         series.append((a.name, a.returns, c, "--" if a is not pr.strongest else "-"))
     if not series:
         return None
@@ -229,7 +243,7 @@ def smoothed_distribution_figure(pr: PolicyResults, fig_id: str) -> FigureSpec |
         ax = fig.subplots()
         _ecdf(ax, smoothed, color=GREEN, lw=1.6,
               label=f"smoothed, clean (σ = {cert.get('sigma')}, n = {smoothed.size})")
-        for r, c in zip(rows, colors):
+        for r, c in zip(rows, colors, strict=False):
             if r.attack_returns is not None:
                 _ecdf(ax, r.attack_returns, color=c, lw=1.1, ls="--",
                       label=f"smoothed, attacked at B = {r.budget:g}")
@@ -241,7 +255,7 @@ def smoothed_distribution_figure(pr: PolicyResults, fig_id: str) -> FigureSpec |
         ax.set_ylabel("fraction of episodes ≤ return")
         ax.set_ylim(0, 1.02)
         ax.set_title(f"{pr.label}: smoothed-policy returns and certified quantiles")
-        _legend_below(fig, ax, ncols=2)
+        _legend_below(fig, ax, ncols=2, order=lambda lab: int(lab.startswith("certified")))
 
     cap = ("Triangles ▶ at (v, q): with the stated confidence the q-quantile of the attacked "
            "return at budget B is at least v, for every adversary within B; every attacked "
@@ -310,7 +324,7 @@ def intervals_figure(comp: Comparison, fig_id: str) -> FigureSpec:
         ncols = 2
         nrows = math.ceil(len(metrics) / ncols)
         axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-        for ax, m in zip(axes, metrics):
+        for ax, m in zip(axes, metrics, strict=False):
             for i, lab in enumerate(labels):
                 y = n - 1 - i
                 for est, dy, c, tag in (
@@ -322,7 +336,7 @@ def intervals_figure(comp: Comparison, fig_id: str) -> FigureSpec:
                     if est is None:
                         continue
                     ax.barh(y + dy, est.high - est.low, left=est.low, height=0.28, color=c,
-                            alpha=0.55, label=tag if i == 0 else None)
+                            alpha=0.75, label=tag if i == 0 else None)
                     ax.plot([est.point, est.point], [y + dy - 0.14, y + dy + 0.14], color=BLACK,
                             lw=1.5)
             ax.set_yticks(range(n)[::-1], labels)
@@ -375,7 +389,7 @@ def poi_figure(comp: Comparison, fig_id: str) -> FigureSpec:
     def draw(fig: Target) -> None:
         ax = fig.subplots()
         n = len(pairs)
-        for i, (x, y, e) in enumerate(pairs):
+        for i, (_x, _y, e) in enumerate(pairs):
             yy = n - 1 - i
             ax.barh(yy, e.high - e.low, left=e.low, height=0.5, color=BLUE, alpha=0.55)
             ax.plot([e.point, e.point], [yy - 0.25, yy + 0.25], color=BLACK, lw=1.5)
@@ -392,5 +406,29 @@ def poi_figure(comp: Comparison, fig_id: str) -> FigureSpec:
     return FigureSpec(fig_id, "Probability of improvement", cap, 1.4 + 0.45 * len(pairs), draw)
 
 
-def norm_text(norm: str) -> str:
-    return norm_label(norm)
+
+# ---------------------------------------------------------------------------- deterministic layout
+class StableLayout(ConstrainedLayoutEngine):
+    """Constrained layout whose result is rounded to 1e-6 of the figure size.
+
+    The constraint solver (kiwisolver) can differ in the last bits between processes; the PDF
+    writes coordinates with 10 decimals, so unrounded layouts would make the bytes of the same
+    report differ from run to run."""
+
+    def execute(self, fig: Any) -> Any:
+        out = super().execute(fig)
+        _round_layout(fig)
+        return out
+
+
+def _round_bbox(b: Bbox) -> Bbox:
+    return Bbox(np.round(b.get_points(), 6))
+
+
+def _round_layout(fig: Any) -> None:
+    for sf in fig.subfigs:
+        sf.bbox_relative.set_points(np.round(sf.bbox_relative.get_points(), 6))
+        _round_layout(sf)
+    for ax in fig.axes:
+        ax._set_position(_round_bbox(ax.get_position(original=True)), which="original")
+        ax._set_position(_round_bbox(ax.get_position(original=False)), which="active")

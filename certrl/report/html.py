@@ -11,7 +11,7 @@ from markupsafe import Markup, escape
 from matplotlib.figure import Figure
 
 from certrl.report.document import Document, Fig
-from certrl.report.figures import FIG_WIDTH, RC, FigureSpec
+from certrl.report.figures import FIG_WIDTH, RC, FigureSpec, StableLayout
 
 
 def render_svg(spec: FigureSpec) -> str:
@@ -20,7 +20,7 @@ def render_svg(spec: FigureSpec) -> str:
     pointing at remote URLs, scaling with its container (``viewBox``)."""
     with matplotlib.rc_context(RC):
         matplotlib.rcParams["svg.hashsalt"] = f"certrl-{spec.fig_id}"
-        fig = Figure(figsize=(FIG_WIDTH, spec.height), layout="constrained")
+        fig = Figure(figsize=(FIG_WIDTH, spec.height), layout=StableLayout())
         spec.draw(fig)
         buf = io.StringIO()
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None,
@@ -30,6 +30,12 @@ def render_svg(spec: FigureSpec) -> str:
     svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)
     svg = re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", svg)
     svg = svg.replace("xlink:href=", "href=")
+    # ids are unique within one SVG only (figure_1, axes_1, ...): prefix them with the figure id
+    ids = set(re.findall(r'\sid="([^"]+)"', svg))
+    pre = spec.fig_id
+    svg = re.sub(r'(\sid="|href="#|url\(#)([^")]+)',
+                 lambda m: m.group(1) + (f"{pre}-{m.group(2)}" if m.group(2) in ids
+                                         else m.group(2)), svg)
     svg = re.sub(r'<svg\s+width="[^"]*"\s+height="[^"]*"',
                  f'<svg id="{spec.fig_id}" class="figure" role="img" '
                  f'aria-label="{escape(spec.title)}"', svg, count=1)
@@ -75,9 +81,11 @@ table{border-collapse:collapse;font-size:.88em;min-width:60%}
 th,td{border:1px solid var(--line);padding:4px 8px;text-align:left;vertical-align:top}
 th{background:var(--soft)}
 td{font-variant-numeric:tabular-nums}
+table.nums td{white-space:nowrap}
 caption{caption-side:bottom;text-align:left;color:var(--muted);font-size:.9em;padding-top:4px}
 figure{margin:1em 0;break-inside:avoid;page-break-inside:avoid}
 figure svg{width:100%;height:auto;display:block}
+.fig-scroll{overflow-x:auto}
 figcaption{color:var(--muted);font-size:.9em;margin-top:.3em}
 figcaption b{color:var(--fg)}
 .missing{border-left:4px solid var(--fail);background:#fff4ec;padding:.5em .8em}
@@ -91,11 +99,13 @@ footer{color:var(--muted);font-size:.85em;border-top:1px solid var(--line);margi
 padding-top:.5em}
 @media (max-width:600px){body{font-size:14px}main{padding:10px}
 .verdict dl{grid-template-columns:1fr}.verdict dt{margin-top:.3em}
-th,td{padding:3px 5px}nav a{display:inline-block;margin:.1em .8em .1em 0}}
+th,td{padding:3px 5px}.fig-scroll svg{min-width:560px}
+nav a{display:inline-block;margin:.1em .8em .1em 0}}
 @media print{@page{size:A4;margin:14mm}body{font-size:10.5pt}main{max-width:none;padding:0}
 nav{display:none}a{color:inherit;text-decoration:none}
 h2{break-after:avoid;page-break-after:avoid}h3{break-after:avoid}
-.table-wrap{overflow:visible}table{font-size:8.5pt}
+.table-wrap,.fig-scroll{overflow:visible}.fig-scroll svg{min-width:0}
+table.nums td{white-space:normal}table{font-size:8.5pt}
 .verdict,.missing,.note,.statement,pre{-webkit-print-color-adjust:exact;print-color-adjust:exact}
 figure{break-inside:avoid}}
 """
@@ -125,7 +135,7 @@ TEMPLATE = """<!DOCTYPE html>
 {%- elif k == "Para" %}
 <p class="{{ b.kind }}">{{ inline(b.text) }}</p>
 {%- elif k == "Table" %}
-<div class="table-wrap"><table>
+<div class="table-wrap"><table{% if not b.wrap %} class="nums"{% endif %}>
 {%- if b.caption %}<caption>{{ inline(b.caption) }}</caption>{% endif %}
 <thead><tr>{% for h in b.headers %}<th>{{ h }}</th>{% endfor %}</tr></thead>
 <tbody>
@@ -142,7 +152,7 @@ TEMPLATE = """<!DOCTYPE html>
 {% endfor %}</pre>
 {%- elif k == "Fig" %}
 <figure>
-{{ svgs[b.spec.fig_id] }}
+<div class="fig-scroll">{{ svgs[b.spec.fig_id] }}</div>
 <figcaption><b>{{ b.spec.title }}.</b> {{ inline(b.spec.caption) }}</figcaption>
 </figure>
 {%- endif %}

@@ -34,6 +34,8 @@ def fnum(x: Any, digits: int = 3) -> str:
         return "-"
     if abs(v) >= 100:
         return f"{v:,.1f}"
+    if abs(v) >= 1:
+        return f"{v:.2f}"
     return f"{v:.{digits}f}"
 
 

@@ -18,11 +18,12 @@ import matplotlib
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure, SubFigure
 from matplotlib.font_manager import FontProperties
+from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.textpath import TextToPath
 
 from certrl.report.document import Cards, Code, Document, Fig, Heading, Para, Table, Verdict
-from certrl.report.figures import BLUE, GREEN, ORANGE, RC, VERMILLION
+from certrl.report.figures import BLUE, GREEN, ORANGE, RC, VERMILLION, FigureSpec, StableLayout
 
 PAGE_W, PAGE_H = 8.27, 11.69  # A4 portrait, inches
 MARGIN_X, MARGIN_TOP, MARGIN_BOTTOM = 0.55, 0.5, 0.6
@@ -133,7 +134,7 @@ def _heading(b: Heading) -> list[Item]:
             _text(sf, h, MARGIN_X, top + i * lh, line, size, weight="bold")
         if b.level == 2:
             y = 1 - (height - 0.04) / h
-            sf.add_artist(matplotlib.lines.Line2D(
+            sf.add_artist(Line2D(
                 [MARGIN_X / PAGE_W, 1 - MARGIN_X / PAGE_W], [y, y], color=BLUE, lw=1.0,
                 transform=sf.transSubfigure))
 
@@ -146,7 +147,7 @@ def _para(b: Para) -> list[Item]:
     lines = wrap(_strip(b.text), TEXT_W - indent - 0.05, size)
     bg = {"missing": "#fff4ec", "note": "#fff9e6", "statement": "#eef6fc"}.get(b.kind)
     return [_lines_item(lines, size, x=MARGIN_X + indent, pad=0.06 if bg else 0.03,
-                        bar=KIND_COLOR.get(b.kind), bg=bg,
+                        bar=KIND_COLOR.get(b.kind), bg=bg, keep=b.text.rstrip().endswith(":"),
                         color=MUTED if b.kind == "small" else "black")]
 
 
@@ -189,18 +190,18 @@ def _table(b: Table) -> list[Item]:
 
     def row_item(cells: list[str], header: bool) -> Item:
         wrapped = [wrap(_strip(c), w - 0.1, size, "bold" if header else "normal")
-                   for c, w in zip(cells, widths)]
+                   for c, w in zip(cells, widths, strict=True)]
         height = max(len(x) for x in wrapped) * lh + 2 * pad
 
         def draw(sf: SubFigure, h: float) -> None:
             if header:
                 _rect(sf, h, MARGIN_X, 0, sum(widths), height, facecolor=GREY, edgecolor="none")
-            for x, lines in zip(xs, wrapped):
+            for x, lines in zip(xs, wrapped, strict=True):
                 for i, line in enumerate(lines):
                     _text(sf, h, x + 0.05, pad + i * lh, line, size,
                           weight="bold" if header else "normal")
             y = 1 - height / h
-            sf.add_artist(matplotlib.lines.Line2D(
+            sf.add_artist(Line2D(
                 [MARGIN_X / PAGE_W, (MARGIN_X + sum(widths)) / PAGE_W], [y, y], color=RULE,
                 lw=0.6, transform=sf.transSubfigure))
 
@@ -257,12 +258,35 @@ def _figure(b: Fig) -> list[Item]:
     def draw(sf: SubFigure, h: float) -> None:
         parts = sf.subfigures(2, 3, height_ratios=[spec.height, cap_h],
                               width_ratios=[MARGIN_X, TEXT_W, MARGIN_X], wspace=0, hspace=0)
-        spec.draw(parts[0, 1])
+        _draw_laid_out(spec, parts[0, 1])
         for i, line in enumerate(cap):
             parts[1, 1].text(0, 1 - (0.05 + i * _lh(7.5)) / cap_h, line, fontsize=7.5,
                              va="top", color=MUTED, transform=parts[1, 1].transSubfigure)
 
     return [Item(spec.height + cap_h + 0.1, draw, figure=True)]
+
+
+def _draw_laid_out(spec: FigureSpec, target: SubFigure) -> None:
+    """Draw ``spec`` into a page region with the layout of a standalone figure of the same size.
+
+    The layout is solved on the standalone figure (as for the HTML's SVG) and copied onto the
+    region: nested constrained layouts (subfigures of a laid-out page) are under-determined and
+    can come out differently from run to run, a single figure's layout does not."""
+    ref = Figure(figsize=(TEXT_W, spec.height), layout=StableLayout())
+    spec.draw(ref)
+    ref.draw_without_rendering()
+    spec.draw(target)
+    for ax, ref_ax in zip(target.axes, ref.axes, strict=True):
+        for which in ("original", "active"):
+            pos = ref_ax.get_position(original=which == "original")
+            ax._set_position(pos.frozen(), which=which)
+    sup, ref_sup = getattr(target, "_suptitle", None), getattr(ref, "_suptitle", None)
+    if sup is not None and ref_sup is not None:
+        sup.set_position(ref_sup.get_position())
+    for leg, ref_leg in zip(target.legends, ref.legends, strict=True):
+        leg.set_bbox_to_anchor(ref_leg.get_window_extent().transformed(
+            ref.transSubfigure.inverted()), transform=target.transSubfigure)
+        leg.set_loc("center")
 
 
 def _code(b: Code) -> list[Item]:
@@ -316,10 +340,7 @@ def paginate(items: list[Item]) -> list[list[Item]]:
 
 
 def _render_page(items: list[Item], number: int, total: int, footer: str) -> Figure:
-    fig = Figure(figsize=(PAGE_W, PAGE_H),
-                 layout="constrained" if any(it.figure for it in items) else None)
-    if fig.get_layout_engine() is not None:
-        fig.get_layout_engine().set(w_pad=0, h_pad=0, wspace=0, hspace=0)
+    fig = Figure(figsize=(PAGE_W, PAGE_H))
     heights = [MARGIN_TOP]
     for it in items:
         heights += [it.height, 0.06]
