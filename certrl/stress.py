@@ -38,9 +38,13 @@ Evaluation designs (:class:`DynamicsHook`, an :class:`~certrl.evaluator.EnvHook`
   resumable cell by cell and independent of batch size and workers. Meshes: ``linspace``
   (``k`` points from low to high, both included) or ``rrls`` (``low + i (high - low) / k`` for
   ``i < k``: RRLS's ``np.arange(low, high, (high - low) / k)``, the upper bound excluded).
-* **samples** — episode ``i`` draws its parameters uniformly from the box with its own
-  generator of stream :data:`STREAM_DYNAMICS`: seeded and batch-invariant (domain
-  randomization evaluation); the drawn values are stored with each episode.
+* **samples** (``--samples N``) — ``N`` points drawn uniformly from the box
+  (:func:`sample_points`: point ``j`` from ``SeedSequence(seed, spawn_key=(STREAM_DYNAMICS,
+  0, j))``, so more samples add points and keep the first ones), each run like a grid cell.
+* **per-episode randomization** (API: ``DynamicsHook(params, values=None)``) — episode ``i``
+  draws its parameters uniformly from the box with its own generator of stream
+  :data:`STREAM_DYNAMICS`: seeded and batch-invariant (domain-randomization evaluation); the
+  drawn values are stored with each episode (``extras["dynamics"]``).
 * **drift** (time-constrained robust MDP, TC-RMDP, Zouitine et al. 2024) — on top of either,
   the parameters follow a random walk within the box: every step each moves by
   ``U(-rate, rate) * (high - low)`` (at most ``rate`` of the box width), clipped to the box.
@@ -78,9 +82,27 @@ Humanoid        torsomass [0.1, 16], leftthighmass [0.1, 5],            torso, l
 RRLS defines the Humanoid set on HumanoidStandup-v5 (same bodies as Humanoid-v5; certrl
 applies it to both). M2TD3's HumanoidStandup 3-D config lists rightfootmass [0.1, 5] and
 leftthighmass [0.1, 8] (the bounds swapped relative to RRLS); certrl ships RRLS's. Nominal
-values lie outside some sets (Hopper torso 3.67 kg, thigh 4.06 kg: outside [0.1, 3] and
-[0.1, 4] is inside only for the thigh) — the published sets are not centred on the nominal
-model. RRLS's force sets (RARL) perturb ``data.xfrc_applied`` and are not model parameters.
+values can lie outside the published sets (Hopper-v5: torso 3.67 kg outside [0.1, 3], thigh
+4.06 kg just outside [0.1, 4]); the sets are not centred on the nominal model. Note that with
+Hopper-v5's foot friction of 2.0 the floor-friction axis of the Hopper set only changes the
+contacts above 2.0 (MuJoCo takes the maximum of the two geoms' frictions), in RRLS as here.
+RRLS's force sets (RARL) perturb ``data.xfrc_applied`` and are not model parameters.
+
+Mass changes and MuJoCo's derived constants: like RRLS and M2TD3, certrl writes
+``model.body_mass`` directly (inertia tensors and the compile-time solver constants
+``body_invweight0`` / ``dof_invweight0`` / ``stat.meaninertia`` stay nominal). It does keep
+``model.body_subtreemass`` consistent with the new masses (MuJoCo divides by it in
+``mj_comPos``: left stale, ``data.subtree_com`` and every centre-of-mass-frame quantity —
+``cinert``, ``cvel``, ``cfrc_*``, observed by Ant and Humanoid — would be wrong). At the
+nominal values nothing is written that differs from the nominal model, so a nominal cell
+reproduces ``certrl evaluate`` bit for bit.
+
+What the numbers mean (threat model): the worst case is the lowest *mean* return over the
+evaluated points (grid cells or sampled points) — not over the continuous box, and not a
+certificate. Its interval is a stratified-bootstrap percentile CI (cells are strata;
+Agarwal et al. 2021, :mod:`certrl.stats`) of the statistic ``min_c mean_c``, which accounts
+for picking the minimum of noisy cell means; its lower end (``worst_case.lower``) is what
+``certrl gate`` compares with ``worst_case_return``.
 """
 
 from __future__ import annotations
@@ -242,6 +264,7 @@ def check_params(model: Any, params: list[ParamSpec]) -> None:
 def _snapshot(model: Any) -> dict[str, np.ndarray]:
     return {
         "mass": np.array(model.body_mass, copy=True),
+        "subtreemass": np.array(model.body_subtreemass, copy=True),
         "friction": np.array(model.geom_friction, copy=True),
         "damping": np.array(model.dof_damping, copy=True),
         "gravity": np.array(model.opt.gravity, copy=True),
@@ -251,9 +274,22 @@ def _snapshot(model: Any) -> dict[str, np.ndarray]:
 def restore_nominal(model: Any, nominal: dict[str, np.ndarray]) -> None:
     """Write the nominal arrays back into ``model``."""
     model.body_mass[:] = nominal["mass"]
+    model.body_subtreemass[:] = nominal["subtreemass"]
     model.geom_friction[:] = nominal["friction"]
     model.dof_damping[:] = nominal["damping"]
     model.opt.gravity[:] = nominal["gravity"]
+
+
+def _sync_subtreemass(model: Any, nominal: dict[str, np.ndarray]) -> None:
+    """Recompute ``body_subtreemass`` from ``body_mass`` (as ``mj_setConst`` does: children
+    added to parents from the last body up) when a mass differs from the nominal one."""
+    if np.array_equal(model.body_mass, nominal["mass"]):
+        return
+    sub = np.array(model.body_mass, dtype=np.float64, copy=True)
+    parent = model.body_parentid
+    for i in range(model.nbody - 1, 0, -1):
+        sub[parent[i]] += sub[i]
+    model.body_subtreemass[:] = sub
 
 
 def _apply(model: Any, nominal: dict[str, np.ndarray], p: ParamSpec, t: _Target,
@@ -299,6 +335,7 @@ def apply_values(model: Any, params: list[ParamSpec], values: Any,
     restore_nominal(model, nominal)
     for p, v in zip(params, values, strict=True):
         _apply(model, nominal, p, _resolve(model, p), float(v))
+    _sync_subtreemass(model, nominal)
     return nominal
 
 
@@ -327,8 +364,9 @@ class DynamicsHook(EnvHook):
                  drift: float = 0.0) -> None:
         if values is not None and len(values) != len(params):
             raise StressError(f"{len(values)} values for {len(params)} parameters")
-        if not (math.isfinite(drift) and drift >= 0):
-            raise StressError(f"--drift must be >= 0, got {drift}")
+        if not (math.isfinite(drift) and 0 <= drift <= 1):
+            raise StressError(f"--drift must be in [0, 1] (a fraction of the box width per "
+                              f"step), got {drift}")
         self.params = list(params)
         self.values = None if values is None else [float(v) for v in values]
         self.drift = float(drift)
@@ -384,6 +422,7 @@ class DynamicsHook(EnvHook):
         restore_nominal(st.model, st.nominal)
         for p, t, v in zip(self.params, st.targets, vals, strict=True):
             _apply(st.model, st.nominal, p, t, float(v))
+        _sync_subtreemass(st.model, st.nominal)
 
     def before_reset(self, env: Any, slot: int, rng: np.random.Generator) -> None:
         st = self._state(env, slot)
@@ -553,27 +592,110 @@ def uncertainty_set(gym_id: str, name: str) -> UncertaintySet:
     return sets[name.lower()]
 
 
+# ---------------------------------------------------------------------------- samples
+def sample_points(params: list[ParamSpec], n: int, seed: int) -> list[tuple[float, ...]]:
+    """``n`` points drawn uniformly from the box of ``params``.
+
+    Point ``j`` comes from its own generator ``SeedSequence(seed, spawn_key=(STREAM_DYNAMICS,
+    0, j))``, so it depends only on ``(seed, j)``: asking for more samples adds points and
+    keeps the first ones (and no episode stream is ever reused)."""
+    if n < 1:
+        raise StressError(f"--samples must be >= 1, got {n}")
+    lo = np.array([p.low for p in params], dtype=np.float64)
+    hi = np.array([p.high for p in params], dtype=np.float64)
+    out: list[tuple[float, ...]] = []
+    for j in range(n):
+        rng = np.random.default_rng(np.random.SeedSequence(seed,
+                                                           spawn_key=(STREAM_DYNAMICS, 0, j)))
+        u = rng.random(len(params))
+        out.append(tuple(round(float(v), 12) for v in lo + (hi - lo) * u))
+    return out
+
+
 # ---------------------------------------------------------------------------- statistics
-def aggregate_cells(cell_returns: list[np.ndarray], seed: int) -> dict[str, Any]:
-    """Worst cell (lowest mean) and the average over cells with a stratified-bootstrap 95% CI
-    (cells are strata; with equal episodes per cell the statistic is the mean of cell means)."""
+def _min_of_means(scores: np.ndarray) -> float:
+    """``min_c mean_c`` of a ``(episodes, cells)`` matrix: the worst cell's mean return."""
+    return float(np.min(np.mean(scores, axis=0)))
+
+
+def summarize_cells(cell_returns: list[np.ndarray], seed: int,
+                    confidence_level: float = 0.95) -> dict[str, Any]:
+    """Worst case and average over the evaluated points, with bootstrap CIs.
+
+    ``cell_returns[c]`` holds the returns of point ``c`` (equal lengths: every point runs
+    episodes ``0..m-1``). Returns ``{"means", "worst_index", "worst_case", "average"}``:
+
+    * ``worst_case``: ``mean`` = ``min_c mean_c`` and the stratified-bootstrap percentile CI
+      ``[lower, upper]`` of that statistic (each cell's episodes resampled within the cell;
+      the minimum is re-taken in every resample, so the interval accounts for the selection of
+      the worst of several noisy means). ``lower`` is the gate's ``worst_case_return``.
+    * ``average``: the mean over cells of the cell means with its stratified-bootstrap CI
+      (domain-randomization return over the grid / samples).
+
+    With one episode per cell no bootstrap is possible and the intervals are degenerate
+    (``method: degenerate``); below 5 episodes they are too narrow (Agarwal et al. 2021).
+    """
     import warnings
 
     from certrl.stats import interval_estimate
 
-    means = np.array([float(np.mean(r)) for r in cell_returns])
-    worst = int(np.argmin(means))
+    if not cell_returns:
+        raise StressError("no cells to summarize")
     sizes = {len(r) for r in cell_returns}
+    if len(sizes) != 1 or 0 in sizes:
+        raise StressError(f"every cell needs the same number of episodes, got {sorted(sizes)}")
+    scores = np.column_stack([np.asarray(r, dtype=np.float64) for r in cell_returns])
+    means = scores.mean(axis=0)
+    worst = int(np.argmin(means))
+    rng = np.random.default_rng(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # few episodes: degenerate / narrow CIs, shown as such
+        w = interval_estimate(scores, _min_of_means, seed=rng,
+                              confidence_level=confidence_level)
+        a = interval_estimate(scores, "mean", seed=rng, confidence_level=confidence_level)
+
+    def block(e: Any) -> dict[str, Any]:
+        return {"mean": float(e.point), "lower": float(e.low), "upper": float(e.high),
+                "mean_ci": [float(e.low), float(e.high)],
+                "confidence_level": e.confidence_level, "method": e.method}
+
+    return {"means": means, "worst_index": worst, "worst_case": block(w), "average": block(a)}
+
+
+def cell_summary(returns: np.ndarray, seed: int) -> dict[str, Any]:
+    """Mean, std and the 95% percentile-bootstrap CI of one cell's mean return."""
+    import warnings
+
+    from certrl.stats import interval_estimate
+
+    r = np.asarray(returns, dtype=np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if len(sizes) == 1:
-            scores = np.column_stack([np.asarray(r, dtype=np.float64) for r in cell_returns])
-        else:
-            scores = np.concatenate([np.asarray(r, dtype=np.float64) for r in cell_returns])
-        est = interval_estimate(scores, "mean", seed=seed)
-    return {"worst_index": worst, "means": means,
-            "average": {"mean": est.point, "low": est.low, "high": est.high,
-                        "confidence_level": est.confidence_level, "method": est.method}}
+        e = interval_estimate(r, "mean", seed=seed)
+    return {"mean": float(e.point), "std": float(r.std(ddof=1)) if r.size > 1 else 0.0,
+            "mean_ci": [float(e.low), float(e.high)], "min": float(r.min()),
+            "max": float(r.max())}
+
+
+def heatmap(params: list[ParamSpec], axes: list[list[float]], means: np.ndarray,
+            nominal: list[float | None]) -> dict[str, Any] | None:
+    """The ``stress.grid`` block the report draws (:func:`certrl.report.model._stress_grid`)
+    when exactly two parameters vary over the grid: ``params`` (labels), ``values1`` (rows),
+    ``values2`` (columns), ``mean[i][j]`` and the nominal point; ``None`` otherwise.
+
+    ``means`` is in :func:`grid_cells` order (first parameter outermost)."""
+    varying = [d for d, ax in enumerate(axes) if len(ax) > 1]
+    if len(varying) != 2:
+        return None
+    d1, d2 = varying
+    mat = np.asarray(means, dtype=np.float64).reshape([len(ax) for ax in axes])
+    index: list[Any] = [0] * len(axes)
+    index[d1] = index[d2] = slice(None)
+    grid = mat[tuple(index)]
+    return {"params": [params[d1].label, params[d2].label],
+            "names": [params[d1].name, params[d2].name],
+            "values1": list(axes[d1]), "values2": list(axes[d2]),
+            "mean": grid.tolist(), "nominal": [nominal[d1], nominal[d2]]}
 
 
 __all__ = [
@@ -584,15 +706,18 @@ __all__ = [
     "ParamSpec",
     "StressError",
     "UncertaintySet",
-    "aggregate_cells",
     "apply_values",
+    "cell_summary",
     "check_params",
     "env_family",
     "grid_cells",
+    "heatmap",
     "mesh_values",
     "nominal_value",
     "parse_params",
     "restore_nominal",
+    "sample_points",
+    "summarize_cells",
     "uncertainty_set",
     "valid_param_names",
 ]
