@@ -16,26 +16,44 @@ Spaces are optional (``"certified_return@B=0.1 >= 2500"``, ``"attack_min>=1500"`
                                 (``certified_q0.1@B=0.1``: certified lower bound on the
                                 attacked return's 10% quantile)
 ``clean_return``                lower end of ``evaluation.summary.mean_ci`` (bootstrap CI of
-                                the clean mean)
+                                the clean mean; without an ``evaluation`` section, the clean
+                                baseline of ``attacks.clean`` or ``stress.nominal``)
 ``smoothed_return``             lower end of ``certificates.clean_smoothed.summary.mean_ci``
 ``attack_min``                  minimum over ``attacks.results`` of the lower CI end of each
-                                attack's mean return (an attack without a stored CI counts with
-                                its mean, and ``attacks.min.mean`` is used only when no result
-                                is stored; the output then says "point estimate")
-``attack:NAME``                 lower CI end of one attack's mean return
-``worst_case_return``           ``stress.worst_case.lower`` (written by ``certrl stress``)
+                                attack's mean return (``summary.mean_ci``; computed from the
+                                stored ``returns`` by the same seeded bootstrap when only the
+                                returns are stored)
+``attack:NAME``                 lower CI end of one attack's mean return (same sources)
+``worst_case_return``           lower confidence bound on the worst-case return of
+                                ``certrl stress``: ``stress.worst_case.lower`` (or its
+                                ``mean_ci``/``summary``), else the minimum over
+                                ``stress.cells`` of each cell's lower CI end
 ==============================  =============================================================
 
-A certified metric needs ``@B=``; a budget that is not in the file, a missing section or
-metric, or an unreadable results file is a configuration error. Every requirement is checked in
-every results file given.
+Why a minimum of lower bounds is a lower bound: if ``L_j`` is a level-``1 - delta`` lower
+confidence bound on ``mu_j`` for every attack (or stress cell) ``j``, then
+``P(min_j L_j <= min_j mu_j) >= P(L_{j*} <= mu_{j*}) >= 1 - delta`` with ``j*`` the true argmin:
+no multiplicity correction is needed for the minimum. A point estimate is never compared: a
+metric without a confidence interval (and without the returns to compute one, or with fewer
+than 2 episodes) is a configuration error.
 
-Exit codes (:func:`GateReport.exit_code`): 0 every check passed; 1 a check failed (a robustness
+What a PASS means: with ``>=`` (or ``>``) a requirement passes only when the lower bound is at
+least the threshold, so, with the bound's confidence (``1 - alpha`` for certificates, the CI
+level otherwise), the quantity itself is at least the threshold. ``<=`` and ``<`` compare the
+same lower bound; a PASS then only says the bound is below the threshold, not the quantity
+(that would need an upper bound): use them as sanity checks, e.g. that a certificate is not
+above the clean return.
+
+A certified metric needs ``@B=``; a budget that is not in the file, a missing section or
+metric is a configuration error. Every requirement is checked in every results file given.
+
+Exit codes (:attr:`GateReport.exit_code`): 0 every check passed; 1 a check failed (a robustness
 regression); 2 usage/configuration error (bad requirement syntax, missing section, metric or
-budget, unreadable file) -- it takes precedence over 1, because the gate could not be
-evaluated; 3 unexpected error (from :func:`certrl.cli.main`). ``--warn-only`` reports failures
-(as warnings on GitHub) but exits 0; configuration errors still exit 2: a gate that cannot be
-evaluated is not a passing gate.
+budget); 3 load/runtime error (a results file that is missing, unreadable or not a certrl
+results file; an unexpected exception, from :func:`certrl.cli.main`). When several apply the
+largest code wins (3 > 2 > 1): a gate that could not be evaluated is never reported as a mere
+failure. ``--warn-only`` reports failures (as warnings on GitHub) but exits 0; codes 2 and 3
+are never downgraded: a gate that cannot be evaluated is not a passing gate.
 
 Outputs: a console verdict (one line per check), JUnit XML (``<testsuite name="certrl-gate">``,
 one ``<testcase>`` per check, ``<failure>``/``<error>`` with the numbers; GitLab's
@@ -191,7 +209,6 @@ class MetricValue:
     value: float
     kind: str
     source: str
-    point_estimate: bool = False
     note: str = ""
 
 
@@ -218,7 +235,41 @@ def _ci_level(summary: Any) -> str:
 
 
 def _ci_lower(summary: Any) -> float | None:
+    """Lower end of ``summary.mean_ci``; ``None`` if absent or degenerate (fewer than 2
+    episodes: the "interval" is the point estimate)."""
+    if _get(summary, "ci", "method") == "degenerate":
+        return None
+    n = _get(summary, "n")
+    if isinstance(n, int) and not isinstance(n, bool) and n < 2:
+        return None
     return _finite(_get(summary, "mean_ci", 0))
+
+
+def _returns(x: Any) -> list[float] | None:
+    if not isinstance(x, list) or len(x) < 2:
+        return None
+    vals = [_finite(v) for v in x]
+    return None if any(v is None for v in vals) else [float(v) for v in vals]  # type: ignore[arg-type]
+
+
+def _bootstrap_lower(returns: list[float], seed: int) -> tuple[float, str]:
+    """Lower end of the seeded 95% percentile-bootstrap CI of the mean, the interval that
+    :func:`certrl.cli.returns_summary` stores (same estimator, same seed -> same number)."""
+    import warnings
+
+    from certrl.stats import interval_estimate
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = interval_estimate(returns, "mean", seed=seed)
+    return float(est.low), f"{100 * est.confidence_level:g}%"
+
+
+def _seed(data: dict[str, Any], section: Any) -> int:
+    for s in (_get(section, "seed"), _get(data, "evaluation", "seed")):
+        if isinstance(s, int) and not isinstance(s, bool):
+            return s
+    return 0
 
 
 def _same(a: float, b: float) -> bool:
@@ -286,21 +337,26 @@ def _attack_results(attacks: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]
     return []
 
 
-def _attack_value(name: str, res: dict[str, Any]) -> MetricValue | None:
-    for summary, where in ((res.get("summary"), "summary.mean_ci"), (res, "mean_ci")):
+def _interval_lower(entry: dict[str, Any], where: str, what: str, seed: int) -> MetricValue | None:
+    """The lower CI end of the mean return of one attack / stress cell: the stored
+    ``summary.mean_ci`` (or ``mean_ci``), else a bootstrap CI of the stored ``returns``."""
+    for summary, path in ((entry.get("summary"), "summary.mean_ci"), (entry, "mean_ci")):
         v = _ci_lower(summary)
         if v is not None:
             return MetricValue(v, f"lower end of the {_ci_level(summary)} CI of the mean return "
-                               f"under attack '{name}'", f"attacks.results.{name}.{where}[0]")
-    mean = _finite(_get(res, "summary", "mean"))
-    if mean is None:
-        mean = _finite(res.get("mean"))
-    if mean is None:
+                               f"{what}", f"{where}.{path}[0]")
+    rets = _returns(entry.get("returns"))
+    if rets is None:
         return None
-    return MetricValue(mean, f"mean return under attack '{name}' (point estimate: no CI "
-                       "stored)", f"attacks.results.{name}.mean", point_estimate=True,
-                       note="no confidence interval stored for this attack; the point estimate "
-                       "is used")
+    v, level = _bootstrap_lower(rets, seed)
+    return MetricValue(v, f"lower end of the {level} bootstrap CI of the mean return {what}",
+                       f"{where}.returns (bootstrap, seed {seed})",
+                       note="no CI stored; computed from the stored returns")
+
+
+def _no_ci(what: str, hint: str) -> GateConfigError:
+    return GateConfigError(f"{what} has no confidence interval (no mean_ci and fewer than 2 "
+                           f"stored returns); the gate never compares a point estimate: {hint}")
 
 
 def _attacks(data: dict[str, Any], req: Requirement) -> MetricValue:
@@ -308,43 +364,68 @@ def _attacks(data: dict[str, Any], req: Requirement) -> MetricValue:
     if not isinstance(attacks, dict):
         raise GateConfigError("no attacks section; run `certrl attack`")
     results = _attack_results(attacks)
+    seed = _seed(data, attacks)
+    hint = "rerun `certrl attack` with --episodes >= 2"
     if req.metric.startswith("attack:"):
         name = req.metric.split(":", 1)[1]
         hit = next((r for n, r in results if n == name), None)
         have = ", ".join(n for n, _ in results) or "none"
         if hit is None:
             raise GateConfigError(f"no attack named {name!r} (attacks in the file: {have})")
-        mv = _attack_value(name, hit)
+        mv = _interval_lower(hit, f"attacks.results.{name}", f"under attack '{name}'", seed)
         if mv is None:
-            raise GateConfigError(f"attack {name!r} has no mean or CI")
+            raise _no_ci(f"attack {name!r}", hint)
         return mv
-    values = [mv for mv in (_attack_value(n, r) for n, r in results) if mv is not None]
-    if values:
-        worst = min(values, key=lambda mv: mv.value)
-        return MetricValue(worst.value, "minimum over attacks of the " + worst.kind,
-                           worst.source, worst.point_estimate, worst.note)
-    mean = _finite(_get(attacks, "min", "mean"))
-    if mean is None:
+    if not results:
         raise GateConfigError("the attacks section has no results; run `certrl attack`")
-    name = _get(attacks, "min", "name")
-    return MetricValue(mean, f"mean return under the strongest attack '{name}' (point "
-                       "estimate: no CI stored)", "attacks.min.mean", point_estimate=True,
-                       note="the attacks section stores no confidence interval; attacks.min.mean "
-                       "(a point estimate) is used")
+    values = []
+    for n, r in results:
+        mv = _interval_lower(r, f"attacks.results.{n}", f"under attack '{n}'", seed)
+        if mv is None:  # the minimum over attacks needs every attack's lower bound
+            raise _no_ci(f"attack {n!r}", hint)
+        values.append(mv)
+    worst = min(values, key=lambda mv: mv.value)
+    return MetricValue(worst.value, f"minimum over {len(values)} attacks of the {worst.kind}",
+                       worst.source, note=worst.note)
 
 
 def _worst_case(data: dict[str, Any]) -> MetricValue:
     stress = data.get("stress")
     if not isinstance(stress, dict):
-        raise GateConfigError("no stress section; run certrl stress")
+        raise GateConfigError("no stress section; run `certrl stress`")
     wc = stress.get("worst_case")
-    for path, v in (("stress.worst_case.lower", _get(wc, "lower")),
-                    ("stress.worst_case.mean_ci[0]", _get(wc, "mean_ci", 0)),
-                    ("stress.worst_case.summary.mean_ci[0]", _get(wc, "summary", "mean_ci", 0))):
-        if _finite(v) is not None:
-            return MetricValue(float(v), "lower confidence bound on the worst-case return over "
-                               "the stress grid", path)
-    raise GateConfigError("the stress section has no worst_case.lower; rerun certrl stress")
+    kind = "lower confidence bound on the worst-case return over the stress set"
+    if isinstance(wc, dict):
+        if "degenerate" in (wc.get("method"), _get(wc, "ci", "method")):
+            raise GateConfigError("stress.worst_case has a degenerate CI (one episode per "
+                                  "point); rerun `certrl stress` with --episodes >= 2")
+        lvl = _finite(wc.get("confidence_level"))
+        level = f"{100 * lvl:g}%" if lvl is not None else (
+            _ci_level(wc) if _get(wc, "ci") else _ci_level(wc.get("summary")))
+        for path, v in (("stress.worst_case.lower", _get(wc, "lower")),
+                        ("stress.worst_case.low", _get(wc, "low")),
+                        ("stress.worst_case.mean_ci[0]", _get(wc, "mean_ci", 0)),
+                        ("stress.worst_case.summary.mean_ci[0]",
+                         _ci_lower(wc.get("summary")))):
+            if _finite(v) is not None:
+                return MetricValue(float(v), f"{kind} ({level} CI)", path)
+    cells = stress.get("cells")
+    if isinstance(cells, dict):
+        cells = [{"name": k, **v} for k, v in cells.items() if isinstance(v, dict)]
+    if isinstance(cells, list) and cells:
+        seed = _seed(data, stress)
+        values = []
+        for i, cell in enumerate(c for c in cells if isinstance(c, dict)):
+            label = str(cell.get("name", cell.get("values", i)))
+            mv = _interval_lower(cell, f"stress.cells[{i}]", f"in stress cell {label}", seed)
+            if mv is None:
+                raise _no_ci(f"stress cell {label}", "rerun `certrl stress` with --episodes >= 2")
+            values.append(mv)
+        worst = min(values, key=lambda mv: mv.value)
+        return MetricValue(worst.value, f"minimum over {len(values)} stress cells of the "
+                           f"{worst.kind}", worst.source, note=worst.note)
+    raise GateConfigError("the stress section has neither worst_case.lower nor per-cell "
+                          "confidence intervals; rerun `certrl stress`")
 
 
 def resolve_metric(data: dict[str, Any], req: Requirement) -> MetricValue:
@@ -355,8 +436,15 @@ def resolve_metric(data: dict[str, Any], req: Requirement) -> MetricValue:
     if req.budget is not None:
         return _certified(data, req)
     if req.metric == "clean_return":
-        return _summary_lower(data.get("evaluation"), "evaluation.summary",
-                              "clean mean return", "run `certrl evaluate`")
+        # the clean (unsmoothed, unattacked, nominal) run: `evaluate`/`certify` write
+        # `evaluation`; `attack` and `stress` run the same episodes as their baseline
+        for sec, path in (("evaluation", "evaluation.summary"),
+                          ("attacks", "attacks.clean.summary"),
+                          ("stress", "stress.nominal.summary")):
+            base = data.get(sec) if sec == "evaluation" else _get(data, sec, path.split(".")[1])
+            if isinstance(_get(base, "summary"), dict):
+                return _summary_lower(base, path, "clean mean return", "run `certrl evaluate`")
+        raise GateConfigError("no evaluation section; run `certrl evaluate`")
     if req.metric == "smoothed_return":
         return _summary_lower(_get(data, "certificates", "clean_smoothed"),
                               "certificates.clean_smoothed.summary",
@@ -371,7 +459,8 @@ def resolve_metric(data: dict[str, Any], req: Requirement) -> MetricValue:
 # ---------------------------------------------------------------------------- evaluation
 @dataclass
 class Check:
-    """One requirement on one results file: ``status`` is ``pass``, ``fail`` or ``error``."""
+    """One requirement on one results file: ``status`` is ``pass``, ``fail`` or ``error``;
+    an error's ``error_kind`` is ``config`` (exit 2) or ``load`` (exit 3)."""
 
     requirement: Requirement
     file: str
@@ -381,12 +470,14 @@ class Check:
     source: str = ""
     note: str = ""
     error: str = ""
+    error_kind: str = ""
 
     @property
     def message(self) -> str:
         r = self.requirement
-        if self.status == "error":
-            return f"{r.text}: {self.error} ({self.file})"
+        if self.status == "error":  # a load error already names the file
+            return f"{r.text}: {self.error}" + ("" if self.error_kind == "load"
+                                                 else f" ({self.file})")
         assert self.value is not None
         op = r.op if self.status == "pass" else NEGATION[r.op]
         msg = (f"{r.label} = {_num(self.value)} {op} {_num(r.threshold)}"
@@ -400,8 +491,8 @@ class Check:
             "requirement": r.text, "metric": r.metric, "budget": r.budget, "quantile": r.quantile,
             "op": r.op, "threshold": r.threshold, "key": r.key, "file": self.file,
             "status": self.status, "passed": self.status == "pass", "value": self.value,
-            "kind": self.kind, "source": self.source, "point_estimate": "point estimate"
-            in self.kind, "note": self.note or None, "error": self.error or None,
+            "kind": self.kind, "source": self.source, "note": self.note or None,
+            "error": self.error or None, "error_kind": self.error_kind or None,
             "message": self.message,
         }
 
@@ -431,8 +522,10 @@ class GateReport:
 
     @property
     def exit_code(self) -> int:
-        """0 pass; 1 fail (0 with ``warn_only``); 2 configuration error (even with
-        ``warn_only``)."""
+        """3 a results file could not be loaded; else 2 a configuration error; else 1 a
+        failed check (0 with ``warn_only``); else 0. Errors are never downgraded."""
+        if any(c.error_kind == "load" for c in self.errors):
+            return 3
         if self.errors:
             return 2
         if self.failures and not self.warn_only:
@@ -463,14 +556,18 @@ def evaluate(requirements: Sequence[Requirement], files: Sequence[str | Path],
             data, load_error = None, str(e)
         except OSError as e:
             data, load_error = None, f"{fname}: cannot read ({e.strerror or e})"
+        except (ValueError, TypeError) as e:  # e.g. a schema_version that is not a number
+            data, load_error = None, f"{fname}: not a certrl results file ({e})"
         for req in requirements:
             if data is None:
-                report.checks.append(Check(req, fname, "error", error=load_error))
+                report.checks.append(Check(req, fname, "error", error=load_error,
+                                           error_kind="load"))
                 continue
             try:
                 mv = resolve_metric(data, req)
             except GateConfigError as e:
-                report.checks.append(Check(req, fname, "error", error=str(e)))
+                report.checks.append(Check(req, fname, "error", error=str(e),
+                                           error_kind="config"))
                 continue
             status = "pass" if req.holds(mv.value) else "fail"
             report.checks.append(Check(req, fname, status, mv.value, mv.kind, mv.source,
@@ -493,7 +590,8 @@ def console_lines(report: GateReport) -> list[str]:
         lines.append(f"{tag} {c.message}")
     n, nf, ne = len(report.checks), len(report.failures), len(report.errors)
     if ne:
-        verdict = f"ERROR: {ne} of {n} checks could not be evaluated (exit 2)"
+        verdict = (f"ERROR: {ne} of {n} checks could not be evaluated "
+                   f"(exit {report.exit_code})")
     elif nf:
         verdict = (f"FAILED: {nf} of {n} checks failed"
                    + (" (--warn-only: exit 0)" if report.warn_only else ""))
@@ -523,7 +621,8 @@ def write_junit(report: GateReport, path: str | Path) -> None:
             el = ET.SubElement(case, "failure", {"message": c.message, "type": "GateFailure"})
             el.text = _details(c)
         elif c.status == "error":
-            el = ET.SubElement(case, "error", {"message": c.message, "type": "GateConfigError"})
+            etype = "GateLoadError" if c.error_kind == "load" else "GateConfigError"
+            el = ET.SubElement(case, "error", {"message": c.message, "type": etype})
             el.text = c.error
         else:
             ET.SubElement(case, "system-out").text = _details(c)
@@ -570,7 +669,17 @@ def _output_lines(key: str, value: str) -> str:
 
 
 def _md(s: str) -> str:
-    return s.replace("|", "\\|").replace("\n", " ")
+    """Plain text in a Markdown table cell: no line breaks, ``|`` and HTML neutralized."""
+    s = s.replace("\r", " ").replace("\n", " ").replace("&", "&amp;")
+    return s.replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+
+
+def _code(s: str) -> str:
+    """A code span in a table cell; the fence is longer than any backtick run inside."""
+    s = s.replace("\r", " ").replace("\n", " ").replace("|", "\\|")
+    fence = "`" * (max((len(m) for m in re.findall(r"`+", s)), default=0) + 1)
+    pad = " " if s.startswith("`") or s.endswith("`") else ""
+    return f"{fence}{pad}{s}{pad}{fence}"
 
 
 def github_report(report: GateReport, env: Mapping[str, str] | None = None,
@@ -612,8 +721,8 @@ def github_report(report: GateReport, env: Mapping[str, str] | None = None,
         for c in report.checks:
             val = "-" if c.value is None else _num(c.value)
             kind = c.kind if c.status != "error" else c.error
-            md.append(f"| {icon[c.status]} | `{_md(c.requirement.canonical)}` | {val} | "
-                      f"{_md(kind)} | `{_md(c.file)}` |")
+            md.append(f"| {icon[c.status]} | {_code(c.requirement.canonical)} | {val} | "
+                      f"{_md(kind)} | {_code(c.file)} |")
         with open(summary_path, "a", encoding="utf-8") as f:
             f.write("\n".join(md) + "\n\n")
 

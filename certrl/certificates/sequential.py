@@ -26,13 +26,22 @@ because PASS must be a certificate, and the message says to raise ``--episodes``
 fall back to the fixed-``m`` rule at the full ``alpha``: that would spend ``alpha`` a second time
 and break the guarantee below.
 
-Error control: **alpha-spending with a union bound over the looks** (Bonferroni over a fixed
-schedule; cf. Howard, Ramdas, McAuliffe & Sekhon, "Time-uniform, nonparametric, nonasymptotic
-confidence sequences", Ann. Statist. 2021, and Howard & Ramdas, "Sequential estimation of
-quantiles with applications to A/B-testing and best-arm identification", Bernoulli 2022, for
-the time-uniform DKW alternative, which is looser on a geometric schedule of this length). The
-per-look levels ``alpha_k`` satisfy ``sum_k alpha_k <= alpha`` (:func:`alpha_spending`; default
-``"pi2"``: ``alpha_k = alpha * 6 / (pi^2 k^2)``, valid for any number of looks).
+Error control: **alpha spending over a fixed geometric schedule, with a union bound over the
+looks** (not a time-uniform band). The per-look levels ``alpha_k`` satisfy
+``sum_k alpha_k <= alpha`` (:func:`alpha_spending`; default ``"uniform"``:
+``alpha_k = alpha / K``, Bonferroni over the ``K`` looks, which is possible because ``K`` is known
+in advance from ``--episodes``; ``"pi2"``, ``alpha_k = 6 alpha / (pi^2 k^2)``, is valid for an
+unbounded number of looks and front-loads ``alpha``). With ``K = 8`` looks (10,000 episodes) the
+Bonferroni price is a band ``sqrt(ln(8/alpha) / ln(1/alpha))`` ~ 1.3x wider than a single look
+at ``alpha = 0.05``. A time-uniform confidence sequence for the CDF (Howard & Ramdas,
+"Sequential estimation of quantiles with applications to A/B-testing and best-arm
+identification", Bernoulli 2022; Howard, Ramdas, McAuliffe & Sekhon, "Time-uniform,
+nonparametric, nonasymptotic confidence sequences", Ann. Statist. 2021) would allow looking
+after every episode; with a handful of looks on a geometric grid the simple union bound is
+enough and its validity argument is two lines (below). The one-sided DKW inequality with
+Massart's constant (Massart, Ann. Probab. 1990: ``P(sup_v (S_n(v) - S(v)) > eps) <=
+exp(-2 n eps^2)`` for ``exp(-2 n eps^2) <= 1/2``, any distribution, atoms included) gives
+each look's band.
 
 Guarantees (``R_1, R_2, ...`` i.i.d. clean returns of the smoothed policy in ``[a, b]``):
 

@@ -132,6 +132,8 @@ def cmd_certify(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         raise UsageError(f"--sigma must be > 0, got {args.sigma}")
     if not 0 < args.alpha < 0.5:
         raise UsageError(f"--alpha must be in (0, 0.5), got {args.alpha}")
+    if args.fail_under is not None and not math.isfinite(args.fail_under):
+        raise UsageError(f"--fail-under must be a finite number, got {args.fail_under}")
     budgets = [args.budget] if args.budget is not None else _floats(
         args.budgets or "0,0.05,0.1,0.2,0.4", "--budgets")
     if any(not (math.isfinite(b) and b >= 0) for b in budgets):

@@ -5,8 +5,9 @@
         --junit gate.xml --json gate.json
 
 The requirement language, the metrics, the exit codes and the outputs are documented in
-:mod:`certrl.gate`. Exit codes: 0 pass, 1 a requirement failed, 2 usage/configuration error
-(also with ``--warn-only``), 3 unexpected error.
+:mod:`certrl.gate` and ``docs/ci.md``. Exit codes: 0 pass, 1 a requirement failed, 2
+usage/configuration error, 3 load/runtime error (a results file that cannot be read; an
+unexpected error); 2 and 3 also with ``--warn-only``.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ def register(sub: Any) -> None:
         "certified_q0.1@B=0.1), clean_return, smoothed_return, attack_min, attack:NAME, "
         "worst_case_return. Every metric is a lower confidence bound (the certificate, or "
         "the lower end of a CI), never a point estimate. Exit codes: 0 pass, 1 a requirement "
-        "failed, 2 usage/configuration error (bad requirement, missing section/metric/budget, "
-        "unreadable file; also with --warn-only), 3 unexpected error.",
+        "failed, 2 usage/configuration error (bad requirement, missing section/metric/budget; "
+        "also with --warn-only), 3 load/runtime error (missing or unreadable results file, "
+        "unexpected error; also with --warn-only). See docs/ci.md.",
     )
     p.add_argument("results", nargs="+", metavar="RESULTS.json",
                    help="results file(s); every requirement is checked in every file")
@@ -40,8 +42,8 @@ def register(sub: Any) -> None:
     p.add_argument("--json", dest="json_out", metavar="FILE",
                    help="write a machine-readable JSON report")
     p.add_argument("--warn-only", action="store_true",
-                   help="report failed requirements but exit 0 (configuration errors still "
-                   "exit 2)")
+                   help="report failed requirements but exit 0 (configuration and load errors "
+                   "still exit 2 and 3)")
     _add_common(p)
     p.set_defaults(handler=cmd_gate)
 
@@ -68,6 +70,10 @@ def cmd_gate(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         write_junit(report, args.junit)
     if args.json_out:
         write_json(report, args.json_out)
-    for c in report.errors:
-        print(f"certrl: error: {c.message}", file=sys.stderr)
+    seen: set[str] = set()
+    for c in report.errors:  # one line per problem (a missing file: once, not per requirement)
+        line = c.error if c.error_kind == "load" else c.message
+        if line not in seen:
+            seen.add(line)
+            print(f"certrl: error: {line}", file=sys.stderr)
     return report.exit_code
