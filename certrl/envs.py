@@ -127,7 +127,9 @@ def resolve_env(name: str, env_kwargs: dict[str, Any] | str | None = None) -> En
         try:
             env_kwargs = json.loads(env_kwargs) if env_kwargs.strip() else {}
         except json.JSONDecodeError as e:
-            raise EnvError(f"--env-kwargs is not valid JSON ({e.msg}); e.g. '{{\"key\": 1}}'") from None
+            raise EnvError(
+                f"--env-kwargs is not valid JSON ({e.msg}); e.g. '{{\"key\": 1}}'"
+            ) from None
         if not isinstance(env_kwargs, dict):
             raise EnvError("--env-kwargs must be a JSON object, e.g. '{\"key\": 1}'")
     kwargs = dict(env_kwargs or {})

@@ -160,7 +160,7 @@ class EnvBatch:
         self, ks: np.ndarray, actions: list[Any]
     ) -> list[tuple[np.ndarray, float, bool, bool]]:
         out = []
-        for k, a in zip(ks, actions):
+        for k, a in zip(ks, actions, strict=True):
             o, r, term, trunc, _ = self.envs[k].step(a)
             out.append((o, float(r), bool(term), bool(trunc)))
         return out

@@ -74,7 +74,7 @@ if str(REPO) not in sys.path:
 from certrl.policies.base import ObsNormalization, Policy, build_mlp  # noqa: E402
 from certrl.policies.bundle import load_bundle, save_bundle  # noqa: E402
 
-DEMOS = ("hopper", "hopper-noisy", "cartpole", "pendulum")
+DEMOS = ("hopper", "hopper-noisy", "cartpole", "cartpole-noisy", "pendulum")
 EVAL_SEEDS = list(range(20))
 SELECTION_SEEDS = [1000, 1001, 1002, 1003, 1004]
 SMOOTHING_SIGMA = 0.2
@@ -510,6 +510,22 @@ HOPPER_PPO = {
 HOPPER_VECNORM = {"norm_obs": True, "norm_reward": True, "clip_obs": 10.0, "gamma": 0.99}
 
 
+def _load_policy_weights(model: Any, bundle_json: str) -> None:
+    """Copy a gaussian certrl-mlp bundle's actor (and log_std) into an SB3 PPO MlpPolicy."""
+    from safetensors.torch import load_file
+
+    manifest = json.loads(Path(bundle_json).read_text())
+    state = load_file(str(Path(bundle_json).with_name(manifest["weights"])))
+    p = model.policy
+    lin, _ = _linears(p.mlp_extractor.policy_net)
+    lin.append(p.action_net)
+    with torch.no_grad():
+        for k, layer in enumerate(lin):
+            layer.weight.copy_(state[f"net.{2 * k}.weight"])
+            layer.bias.copy_(state[f"net.{2 * k}.bias"])
+        p.log_std.copy_(state["log_std"])
+
+
 def train_hopper(args: argparse.Namespace, noisy: bool) -> dict[str, Any]:
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
@@ -540,7 +556,21 @@ def train_hopper(args: argparse.Namespace, noisy: bool) -> dict[str, Any]:
         "vec_normalize": dict(HOPPER_VECNORM),
     }
     noise_cls = _noise_wrapper_cls()
-    if noisy and not scratch:
+    if noisy and not scratch and args.warm_start_bundle:
+        # warm start from the shipped bundle (policy weights, log_std and the frozen
+        # observation statistics); the value network starts fresh
+        vecnorm = VecNormalize(venv, **HOPPER_VECNORM)
+        src_policy = load_bundle(args.warm_start_bundle)
+        norm = src_policy.obs_norm
+        vecnorm.obs_rms.mean = np.asarray(norm.mean, dtype=np.float64).copy()
+        vecnorm.obs_rms.var = np.asarray(norm.var, dtype=np.float64).copy()
+        vecnorm.obs_rms.count = 1e6
+        env = noise_cls(vecnorm, SMOOTHING_SIGMA, seed, args.noise_ramp)
+        model = PPO("MlpPolicy", env, device="cpu", seed=seed, verbose=0, **hyper)
+        _load_policy_weights(model, args.warm_start_bundle)
+        training["warm_start"] = {"from": str(Path(args.warm_start_bundle).name),
+                                  "value_network": "fresh"}
+    elif noisy and not scratch:
         src = Path(args.warm_start or Path(args.workdir) / "hopper")
         model_zip, vn_pkl = src / "selected_model.zip", src / "selected_vecnormalize.pkl"
         vecnorm = VecNormalize.load(str(vn_pkl), venv)
@@ -613,18 +643,23 @@ def _linear(v0: float):
     return lambda progress: progress * v0
 
 
-def train_cartpole(args: argparse.Namespace) -> dict[str, Any]:
+def train_cartpole(args: argparse.Namespace, noisy: bool = False) -> dict[str, Any]:
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    name, env_id = "cartpole", "CartPole-v1"
+    # cartpole-noisy: the 200-step CartPole-v0 of Kumar et al. (2022), trained with the
+    # smoothing noise N(0, 0.2^2 I) on the raw observation at every step (no normalization)
+    name, env_id = ("cartpole-noisy", "CartPole-v0") if noisy else ("cartpole", "CartPole-v1")
     seed = args.seed if args.seed is not None else 0
-    timesteps = args.timesteps or 100_000
+    timesteps = args.timesteps or (200_000 if noisy else 100_000)
+    sigma = SMOOTHING_SIGMA if noisy else 0.0
     n_envs = 8
     workdir = Path(args.workdir) / name
     workdir.mkdir(parents=True, exist_ok=True)
     env = make_vec_env(env_id, n_envs=n_envs, seed=seed, vec_env_cls=DummyVecEnv)
+    if noisy:
+        env = _noise_wrapper_cls()(env, sigma, seed, 0)
     model = PPO(
         "MlpPolicy",
         env,
@@ -635,12 +670,12 @@ def train_cartpole(args: argparse.Namespace) -> dict[str, Any]:
         clip_range=_linear(0.2),
         **CARTPOLE_PPO,
     )
-    cb = make_selection_callback(export_ppo, env_id, args.eval_freq or 10_000, 0.0, workdir)
+    cb = make_selection_callback(export_ppo, env_id, args.eval_freq or 10_000, sigma, workdir)
     t0 = time.time()
     model.learn(total_timesteps=timesteps, callback=cb)
     wall = time.time() - t0
     final = export_ppo(model, None, env_id)
-    exp, selection = select(cb, final, score_of(final, 0.0))
+    exp, selection = select(cb, final, score_of(final, sigma))
     if selection["selected"] != "final":
         model = PPO.load(str(workdir / "best_model.zip"), device="cpu")
     training = {
@@ -658,6 +693,10 @@ def train_cartpole(args: argparse.Namespace) -> dict[str, Any]:
         },
         "policy": "MlpPolicy (default: pi/vf 64-64 tanh)",
         "vec_normalize": None,
+        "observation_noise": (
+            {"sigma": sigma, "space": "raw", "when": "every step, fresh N(0, sigma^2 I)"}
+            if noisy else None
+        ),
         "wall_clock_s": round(wall, 1),
         "checkpoint_selection": selection,
         "versions": versions(),
@@ -747,6 +786,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-dir", default=str(REPO / "certrl" / "demo"))
     ap.add_argument("--workdir", default="/tmp/certrl_demo_train")
     ap.add_argument("--warm-start", default=None, help="hopper-noisy: dir with selected_*")
+    ap.add_argument("--warm-start-bundle", default=None,
+                    help="hopper-noisy: warm-start from a certrl bundle (certrl/demo/hopper.json)")
     ap.add_argument(
         "--noisy-init",
         choices=("warm", "scratch"),
@@ -763,8 +804,8 @@ def main(argv: list[str] | None = None) -> int:
     for demo in demos:
         if demo in ("hopper", "hopper-noisy"):
             results.append(train_hopper(args, noisy=demo == "hopper-noisy"))
-        elif demo == "cartpole":
-            results.append(train_cartpole(args))
+        elif demo in ("cartpole", "cartpole-noisy"):
+            results.append(train_cartpole(args, noisy=demo == "cartpole-noisy"))
         else:
             results.append(train_pendulum(args))
     print(json.dumps(results, indent=1))

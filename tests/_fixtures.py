@@ -29,7 +29,11 @@ def random_bundle(
     if not discrete:
         state["log_std"] = torch.full((out,), log_std)
     rng = np.random.default_rng(seed)
-    norm = ObsNormalization(rng.normal(size=obs_dim), rng.uniform(0.5, 2.0, obs_dim)) if normalize else None
+    norm = (
+        ObsNormalization(rng.normal(size=obs_dim), rng.uniform(0.5, 2.0, obs_dim))
+        if normalize
+        else None
+    )
     return save_bundle(
         tmp / f"{name}.json",
         state=state,

@@ -5,7 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from certrl.certificates import expected_return_certificate, percentile_certificate
+from certrl.certificates import (
+    expected_return_certificate,
+    expected_return_certificate_cp,
+    percentile_certificate,
+)
 from certrl.cli import main
 from certrl.evaluator import EvalConfig, run_episodes
 from certrl.results import load_results
@@ -23,8 +27,9 @@ def _certify(tmp_path, *extra):
 
 
 def test_certificates_section_matches_the_math(tmp_path, capsys):
-    rc, data = _certify(tmp_path)
+    rc, data = _certify(tmp_path, "--band", "dkw")
     assert rc == 0
+    assert data["certificates"]["band"]["method"] == "dkw-massart-one-sided"
     c = data["certificates"]
     assert c["sigma"] == 0.1 and c["space"] == "raw" and c["episodes"] == 40
     rets = np.array(c["smoothed_clipped_returns"])
@@ -41,6 +46,31 @@ def test_certificates_section_matches_the_math(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "certified E[R]" in out and c["statement"] in out
     assert data["evaluation"]["episodes"] == 40  # the unsmoothed clean return, same seeds
+
+
+def test_auto_band_uses_the_return_lattice_on_cartpole(tmp_path):
+    """CartPole returns are integers 1..500: auto picks the Clopper-Pearson grid 2..500 (from
+    the environment, not the data) and it is what certify reports."""
+    rc, data = _certify(tmp_path)
+    assert rc == 0
+    c = data["certificates"]
+    assert c["band"]["method"] == "clopper-pearson-grid-bonferroni"
+    assert c["band"]["thresholds"] == 499
+    rets = np.array(c["smoothed_clipped_returns"])
+    expected = expected_return_certificate_cp(rets, 0.1, [0, 0.1, 0.3], 0.05, 1.0,
+                                              np.arange(2, 501))
+    got = [b["expected_return_lower_bound"] for b in c["budgets"]]
+    assert got == pytest.approx(expected.tolist(), rel=1e-12)
+    assert got[0] >= got[1] >= got[2] >= 1.0 and got[0] <= rets.mean()
+
+
+def test_cp_grid_band_needs_a_lattice(tmp_path, capsys):
+    pol = random_bundle(tmp_path, "Pendulum-v1", normalize=False)
+    rc = main(["certify", str(pol), "--env", "pendulum", "--episodes", "5", "--band", "cp-grid",
+               "--no-attack", "--workers", "1", "--out", str(tmp_path / "o")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "--band cp-grid needs returns on a known lattice" in err and "Traceback" not in err
 
 
 def test_smoothed_returns_are_the_smoothing_hook(tmp_path):

@@ -140,7 +140,8 @@ class ThreatModel:
                 f"B={self.episode_budget:g}"
             )
         coupled = r.extras.get("max_step_change")
-        if self.eps_bar is not None and coupled is not None and coupled > self.eps_bar + AUDIT_SLACK:
+        if (self.eps_bar is not None and coupled is not None
+                and coupled > self.eps_bar + AUDIT_SLACK):
             raise BudgetViolation(
                 f"episode {r.index}: ||delta_t - delta_(t-1)|| = {coupled:.8g} exceeds "
                 f"eps_bar={self.eps_bar:g}"

@@ -88,6 +88,12 @@ def register(sub: Any) -> None:
     g.add_argument("--budget", type=float, default=None, help="a single budget B")
     p.add_argument("--alpha", type=float, default=0.05,
                    help="failure probability of each certificate (default 0.05)")
+    p.add_argument("--band", choices=["auto", "dkw", "cp-grid"], default="auto",
+                   help="confidence band on the return distribution: dkw (one-sided "
+                   "DKW/Massart), cp-grid (Clopper-Pearson on the lattice of possible returns, "
+                   "Bonferroni; the reference code's CartPole route, needs a constant per-step "
+                   "reward) or auto (cp-grid when the returns lie on a known lattice, else dkw; "
+                   "chosen from the environment, never from the data)")
     p.add_argument("--quantiles", default="0.1,0.25,0.5",
                    help="quantiles of the attacked return to certify (default 0.1,0.25,0.5)")
     p.add_argument("--clean-episodes", type=int, default=None,
@@ -108,6 +114,32 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_certify)
 
 
+def return_lattice(spec: Any) -> np.ndarray | None:
+    """The thresholds ``lower + k |r|``, ``k = 1..K``, when every return lies on that lattice.
+
+    That is the case when the per-step reward is a known constant ``r != 0`` (``exact`` bounds
+    with ``lo == hi``: CartPole +1, MountainCar -1): the return is ``r`` times the episode
+    length. The grid depends on the environment only, never on the sample, as the Bonferroni
+    correction of :func:`~certrl.certificates.expected_return_certificate_cp` requires; no
+    return falls strictly between two thresholds, so the grid loses nothing.
+    """
+    lo, hi = spec.step_reward_bounds
+    if spec.bounds_kind != "exact" or lo != hi or lo == 0:
+        return None
+    lower, upper = spec.return_bounds
+    k = int(round((upper - lower) / abs(lo)))
+    if k < 1 or k > 100_000:
+        return None
+    return lower + abs(lo) * np.arange(1, k + 1, dtype=float)
+
+
+def _band_text(band: dict[str, Any]) -> str:
+    if band.get("method") == "clopper-pearson-grid-bonferroni":
+        return (f"band: Clopper-Pearson on {band['thresholds']} return thresholds at "
+                f"alpha/{band['thresholds']} each (Bonferroni)")
+    return f"DKW band eps = {band['epsilon']:.4f}"
+
+
 def _statement(alpha: float, budget: float, value: float, space: str) -> str:
     return (
         f"With probability >= {100 * (1 - alpha):g}% over certrl's sampling, for every "
@@ -122,6 +154,7 @@ def cmd_certify(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         Decision,
         dkw_epsilon,
         expected_return_certificate,
+        expected_return_certificate_cp,
         percentile_certificate,
     )
     from certrl.results import update_results
@@ -147,6 +180,18 @@ def cmd_certify(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     space = resolve_space(policy, args.space)
     if args.per_state and not policy.discrete:
         raise UsageError("--per-state needs a discrete-action policy (majority vote over actions)")
+    grid = return_lattice(job.spec)
+    band_method = args.band
+    if band_method == "auto":
+        band_method = "cp-grid" if grid is not None and args.fail_under is None else "dkw"
+    if band_method == "cp-grid" and grid is None:
+        raise UsageError(
+            f"--band cp-grid needs returns on a known lattice (a constant per-step reward with "
+            f"exact bounds); {job.spec.gym_id} has {job.spec.bounds_kind} per-step bounds "
+            f"{list(job.spec.step_reward_bounds)}: use --band dkw")
+    if band_method == "cp-grid" and args.fail_under is not None:
+        raise UsageError("--fail-under uses the DKW band of its stopping rule: use --band dkw "
+                         "(or auto) with --fail-under")
     m = args.episodes
     lower, upper = job.spec.return_bounds
     horizon = job.spec.horizon
@@ -180,8 +225,17 @@ def cmd_certify(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     clipped_steps = int(sum(r.clipped_steps for r in smoothed))
 
     # 3. certificates: one band for the whole curve
-    bounds = expected_return_certificate(cert_returns, args.sigma, budgets, cert_alpha, lower)
-    band_eps = dkw_epsilon(m_used, cert_alpha, one_sided=True)
+    if band_method == "cp-grid":
+        assert grid is not None
+        bounds = expected_return_certificate_cp(cert_returns, args.sigma, budgets, cert_alpha,
+                                                lower, grid)
+        band = {"method": "clopper-pearson-grid-bonferroni", "thresholds": int(grid.size),
+                "alpha": cert_alpha, "alpha_per_threshold": cert_alpha / grid.size}
+    else:
+        bounds = expected_return_certificate(cert_returns, args.sigma, budgets, cert_alpha,
+                                             lower)
+        band = {"method": "dkw-massart-one-sided",
+                "epsilon": dkw_epsilon(m_used, cert_alpha, one_sided=True), "alpha": cert_alpha}
     rows: list[dict[str, Any]] = []
     for b, bound in zip(budgets, np.atleast_1d(bounds), strict=True):
         pct = percentile_certificate(cert_returns, args.sigma, b, quantiles, cert_alpha,
@@ -230,7 +284,7 @@ def cmd_certify(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         "step_reward_bounds": list(job.spec.step_reward_bounds),
         "bounds_kind": job.spec.bounds_kind,
         "clipped_steps": clipped_steps,
-        "band": {"method": "dkw-massart-one-sided", "epsilon": band_eps, "alpha": cert_alpha},
+        "band": band,
         "clean_smoothed": {"summary": returns_summary(raw_returns, job.seed)},
         "clean_unsmoothed": {"summary": eval_sec["summary"], "episodes": n_clean},
         "budgets": rows,
@@ -392,7 +446,7 @@ def _print_report(job: Any, sec: dict[str, Any], eval_sec: dict[str, Any],
               f"{_fmt(row['expected_return_lower_bound']):>16}{qs}{att_s:>16}")
     print(f"certified return >= lower bound a = {sec['reward_lower_bound']:g} "
           f"({sec['bounds_kind']} per-step reward bounds {sec['step_reward_bounds']}); "
-          f"DKW band eps = {sec['band']['epsilon']:.4f}")
+          f"{_band_text(sec['band'])}")
     if sec["clipped_steps"]:
         print(f"warning: {sec['clipped_steps']} steps had rewards outside the per-step bounds and "
               "were clipped in the certified return")

@@ -83,7 +83,9 @@ class SmoothedPolicy:
     def hooks(self) -> list[ObservationHook]:
         return [self._hook]
 
-    def act(self, obs: Tensor, rngs: list[np.random.Generator], deterministic: bool = True) -> Tensor:
+    def act(
+        self, obs: Tensor, rngs: list[np.random.Generator], deterministic: bool = True
+    ) -> Tensor:
         """One smoothed action per row of raw ``obs [B, d]``, noise from ``rngs[b]``."""
         noise = self.sigma * _draw(rngs, obs.shape[1])
         with torch.no_grad():
