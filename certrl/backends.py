@@ -92,9 +92,13 @@ def _worker(
     tasks: Any,
     results: Any,
     stop: Any,
+    engine_threads: int = 1,
 ) -> None:
     limit_threads()
     try:
+        from certrl.engines import set_engine_threads
+
+        set_engine_threads(engine_threads)  # the cores are shared with the other workers
         policy_obj, ref, spec, cfg, obs_hooks, act_hooks, env_hooks = pickle.loads(payload)
         policy = policy_obj if policy_obj is not None else ref.load(spec)
 
@@ -191,6 +195,7 @@ def run_local(
     size = chunk or max(1, min(cfg.batch_size, len(todo) // (4 * workers) or 1))
     for i in range(0, len(todo), size):
         tasks.put(list(todo[i : i + size]))
+    threads = max(1, default_workers() // workers)  # engine stepping threads per worker
     remaining = set(todo)
     pending: dict[int, set[int]] = {}
     procs: dict[int, Any] = {}
@@ -200,7 +205,8 @@ def run_local(
         nonlocal next_id
         wid = next_id
         next_id += 1
-        p = ctx.Process(target=_worker, args=(wid, payload, tasks, results, stop), daemon=True)
+        p = ctx.Process(target=_worker, args=(wid, payload, tasks, results, stop, threads),
+                        daemon=True)
         p.start()
         procs[wid] = p
         pending[wid] = set()

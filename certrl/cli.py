@@ -64,6 +64,12 @@ def _add_run_args(p: argparse.ArgumentParser, episodes: int) -> None:
     p.add_argument("--engine", default="auto", choices=["auto", "gym", "mujoco"],
                    help="simulation engine: gym (gymnasium.make), mujoco (raw MjData on a thread "
                    "pool, bit-identical to gym where supported), auto (fastest exact one)")
+    p.add_argument("--backend", default="local", choices=["local", "ray"],
+                   help="where episodes run: local worker processes (default) or a Ray cluster "
+                   "(results are identical)")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="Ray cluster to join with --backend ray (host:port or 'auto'; default: "
+                   "start a local Ray instance)")
     p.add_argument("--stochastic", action="store_true",
                    help="sample actions from the policy distribution (default: deterministic)")
     p.add_argument("--out", default="results", metavar="DIR",
@@ -116,7 +122,12 @@ def build_job(args: argparse.Namespace):  # -> runner.Job
         policy = validate_spaces(policy, env.observation_space, env.action_space, spec.gym_id)
     finally:
         env.close()
-    workers = args.workers or default_workers()
+    _check_engine(args.engine, spec)
+    backend = getattr(args, "backend", "local")
+    address = getattr(args, "ray_address", None)
+    if address and backend != "ray":
+        raise UsageError("--ray-address needs --backend ray")
+    workers = args.workers or (_ray_cpus(address) if backend == "ray" else default_workers())
     workers = max(1, min(workers, args.episodes))
     return Job(
         policy=policy,
@@ -130,7 +141,33 @@ def build_job(args: argparse.Namespace):  # -> runner.Job
         progress=args.progress,
         resume=args.resume,
         engine=args.engine,
+        backend=backend,
+        ray_address=address,
     )
+
+
+def _check_engine(engine: str, spec: Any) -> None:
+    """``--engine mujoco`` on an environment it does not reproduce: a usage error."""
+    if engine in ("auto", "gym"):
+        return
+    import certrl.engines  # noqa: F401 - registers the fast engines
+    from certrl.evaluator import ENGINES
+
+    cls = ENGINES.get(engine)
+    if cls is None or not cls.supports(spec):
+        raise UsageError(f"--engine {engine} does not support {spec.gym_id} with these "
+                         "--env-kwargs; use --engine auto or gym")
+
+
+def _ray_cpus(address: str | None) -> int:
+    """Start or join Ray (``--backend ray``) and return its CPUs: the default --workers."""
+    from certrl.backends_ray import RayUnavailableError, import_ray, init_ray
+
+    try:
+        init_ray(address)
+        return int(import_ray().cluster_resources().get("CPU", 1)) or 1
+    except RayUnavailableError as e:
+        raise UsageError(str(e)) from None
 
 
 def _policy_json(job: Any, spec_str: str) -> dict[str, Any]:
@@ -146,7 +183,8 @@ def _policy_json(job: Any, spec_str: str) -> dict[str, Any]:
 
 
 def _command_line(argv: Sequence[str] | None) -> str:
-    return "certrl " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    args = argv if argv is not None else sys.argv[1:]
+    return "certrl " + " ".join(shlex.quote(a) for a in args)
 
 
 def _fmt(x: float) -> str:
@@ -334,9 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_modules() -> list[Callable[[Any], None]]:
     """``register(subparsers)`` of the commands that live in their own modules."""
-    from certrl.commands import certify, compare, gate, report
+    from certrl.commands import attack, certify, compare, gate, report, stress
 
-    return [certify.register, report.register, compare.register, gate.register]
+    return [certify.register, attack.register, report.register, compare.register, gate.register,
+            stress.register]
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:

@@ -47,6 +47,10 @@ class Job:
     progress: bool | None = None
     resume: bool = False
     engine: str = "gym"
+    #: ``"local"`` (:func:`certrl.backends.run_local`) or ``"ray"``
+    #: (:func:`certrl.backends_ray.run_ray`, on the cluster at ``ray_address``; local if empty)
+    backend: str = "local"
+    ray_address: str | None = None
 
     def eval_config(self, deterministic: bool | None = None) -> EvalConfig:
         return EvalConfig(
@@ -123,11 +127,21 @@ def run_section(
         bar.episode(r)
 
     try:
-        stats = run_local(
-            job.policy, job.spec, todo, cfg,
-            workers=job.workers, obs_hooks=obs_hooks, act_hooks=act_hooks,
-            on_result=on_result, on_steps=bar.add_steps, ref=job.ref, env_hooks=env_hooks,
-        )
+        if job.backend == "ray":
+            from certrl.backends_ray import run_ray
+
+            stats = run_ray(
+                job.policy, job.spec, todo, cfg,
+                workers=job.workers, address=job.ray_address, obs_hooks=obs_hooks,
+                act_hooks=act_hooks, env_hooks=env_hooks, on_result=on_result,
+                on_steps=bar.add_steps, ref=job.ref,
+            )
+        else:
+            stats = run_local(
+                job.policy, job.spec, todo, cfg,
+                workers=job.workers, obs_hooks=obs_hooks, act_hooks=act_hooks,
+                on_result=on_result, on_steps=bar.add_steps, ref=job.ref, env_hooks=env_hooks,
+            )
     finally:
         bar.close()
         journal.close()
