@@ -11,6 +11,9 @@ from certrl.attacks.base import (
     register_attack,
 )
 
+# importing the attack modules registers their attacks in ATTACKS
+from certrl.attacks import action, critic, gradient, learned  # noqa: E402, F401  (isort: skip)
+
 __all__ = [
     "ATTACKS",
     "AttackError",
