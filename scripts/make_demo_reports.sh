@@ -1,43 +1,74 @@
 #!/usr/bin/env bash
 # Regenerate reports/ from the bundled demo policies (`make reports` runs this).
 #
-#   1. certrl evaluate / certify / attack on demo:hopper and demo:cartpole, modest episode
-#      counts, into $RESULTS (default results/demo);
-#   2. certrl report: one report per policy and one comparing both, HTML and PDF, in reports/.
+#   1. for each demo policy: certrl evaluate, certify (with an attack on the smoothed policy at
+#      every budget), attack (observation attacks at the environment's published budget) and,
+#      on MuJoCo, stress (a 2-parameter dynamics grid), into $RESULTS (default results/demo);
+#   2. certrl report: one report per policy and one comparing the Hopper policies, HTML and
+#      PDF, in $OUT (default reports/); certrl compare prints the comparison table.
 #
-# Environment: BIN (default .venv/bin), RESULTS, EPISODES (certify episodes, default 200),
-# WORKERS (default: all cores). Same results files -> byte-identical reports.
+# Environment (defaults in brackets; the small values make a quick smoke run):
+#   BIN [.venv/bin]  RESULTS [results/demo]  OUT [reports]
+#   POLICIES ["hopper:hopper hopper-noisy:hopper cartpole:cartpole:0.1"]
+#            (demo name:env alias[:attack eps]; without eps the environment's published budget)
+#   EVAL_EPISODES [100]  CERT_EPISODES [1000]  CERT_ATTACK_EPISODES [20]
+#   ATTACKS [random,fgsm,pgd,mad]  ATTACK_EPISODES [50]
+#   STRESS_PARAMS [torso_mass=0.5:1.5,friction=0.5:1.5]  STRESS_GRID [5]  STRESS_EPISODES [10]
+#   WORKERS [all cores]
+# Same results files -> byte-identical reports. Runs are resumable: rerun with the same
+# settings after an interruption (each command gets --resume).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 RESULTS=${RESULTS:-results/demo}
-EPISODES=${EPISODES:-200}
-WORKERS_ARG=()
-if [[ -n "${WORKERS:-}" ]]; then WORKERS_ARG=(--workers "$WORKERS"); fi
+OUT=${OUT:-reports}
+POLICIES=${POLICIES:-"hopper:hopper hopper-noisy:hopper cartpole:cartpole:0.1"}
+EVAL_EPISODES=${EVAL_EPISODES:-100}
+CERT_EPISODES=${CERT_EPISODES:-1000}
+CERT_ATTACK_EPISODES=${CERT_ATTACK_EPISODES:-20}
+ATTACKS=${ATTACKS:-random,fgsm,pgd,mad}
+ATTACK_EPISODES=${ATTACK_EPISODES:-50}
+STRESS_PARAMS=${STRESS_PARAMS:-torso_mass=0.5:1.5,friction=0.5:1.5}
+STRESS_GRID=${STRESS_GRID:-5}
+STRESS_EPISODES=${STRESS_EPISODES:-10}
+COMMON=(--out "$RESULTS" --no-progress --resume)
+if [[ -n "${WORKERS:-}" ]]; then COMMON+=(--workers "$WORKERS"); fi
 export MPLBACKEND=Agg
-mkdir -p "$RESULTS" reports
+mkdir -p "$RESULTS" "$OUT"
 
 run() { echo "+ $*" >&2; "$@"; }
+have() { "$BIN/certrl" "$1" --help >/dev/null 2>&1; }
 
-# policy  env       attack eps (l_inf, normalized obs; empty: the environment's default)
-for spec in "hopper hopper" "cartpole cartpole 0.1"; do
-    read -r policy env eps <<<"$spec"
-    run "$BIN/certrl" evaluate "demo:$policy" --env "$env" --episodes 100 --out "$RESULTS" \
-        --no-progress "${WORKERS_ARG[@]}"
+files=()
+hopper_files=()
+for item in $POLICIES; do
+    IFS=: read -r policy env eps <<<"$item"
+    run "$BIN/certrl" evaluate "demo:$policy" --env "$env" --episodes "$EVAL_EPISODES" \
+        "${COMMON[@]}"
     run "$BIN/certrl" certify "demo:$policy" --env "$env" --sigma 0.2 \
-        --budgets 0,0.05,0.1,0.2,0.4 --episodes "$EPISODES" --attack-episodes 20 \
-        --out "$RESULTS" --no-progress "${WORKERS_ARG[@]}"
-    if "$BIN/certrl" attack --help >/dev/null 2>&1; then
-        run "$BIN/certrl" attack "demo:$policy" --env "$env" --attack all --episodes 30 \
-            ${eps:+--eps "$eps"} --out "$RESULTS" --no-progress "${WORKERS_ARG[@]}"
+        --budgets 0,0.05,0.1,0.2,0.4 --episodes "$CERT_EPISODES" \
+        --attack-episodes "$CERT_ATTACK_EPISODES" "${COMMON[@]}"
+    if have attack; then
+        run "$BIN/certrl" attack "demo:$policy" --env "$env" --attack "$ATTACKS" \
+            ${eps:+--eps "$eps"} --episodes "$ATTACK_EPISODES" "${COMMON[@]}"
     else
         echo "note: this certrl has no 'attack' command; the reports will say so" >&2
     fi
+    if [[ "$env" == hopper ]] && have stress; then
+        run "$BIN/certrl" stress "demo:$policy" --env "$env" --params "$STRESS_PARAMS" \
+            --grid "$STRESS_GRID" --episodes "$STRESS_EPISODES" "${COMMON[@]}"
+    fi
+    id=$("$BIN/certrl" envs --json | "$BIN/python" -c \
+        "import json,sys; print(next(r['id'] for r in json.load(sys.stdin) if r['alias']=='$env'))")
+    f="$RESULTS/${id}_${policy}.json"
+    run "$BIN/certrl" report "$f" -o "$OUT/$policy.html" -o "$OUT/$policy.pdf"
+    files+=("$f")
+    if [[ "$env" == hopper ]]; then hopper_files+=("$f"); fi
 done
 
-hopper="$RESULTS/Hopper-v5_hopper.json"
-cartpole="$RESULTS/CartPole-v1_cartpole.json"
-run "$BIN/certrl" report "$hopper" -o reports/hopper.html -o reports/hopper.pdf
-run "$BIN/certrl" report "$cartpole" -o reports/cartpole.html -o reports/cartpole.pdf
-run "$BIN/certrl" report "$hopper" "$cartpole" -o reports/demo.html -o reports/demo.pdf
-"$BIN/certrl" compare "$hopper" "$cartpole"
+if (( ${#hopper_files[@]} >= 2 )); then
+    run "$BIN/certrl" report "${hopper_files[@]}" -o "$OUT/hopper-comparison.html" \
+        -o "$OUT/hopper-comparison.pdf"
+    run "$BIN/certrl" compare "${hopper_files[@]}"
+fi
+echo "reports: $(ls "$OUT"/*.html "$OUT"/*.pdf | tr '\n' ' ')" >&2

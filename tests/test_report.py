@@ -117,9 +117,11 @@ def synthetic_results(
                             ("optimal", 0.35)):
             ar = returns(frac * hi, 50, fall=0.1 + (1 - frac) / 3)
             s = _summary(ar)
-            results[aname] = {"summary": s, "returns": ar.tolist(),
-                              "config": {"eps": 0.075, "steps": 10, "norm": "linf"},
-                              "drop_mean": float(clean.mean() - ar.mean())}
+            results[aname] = {"summary": s, "returns": ar.tolist(), "kind": "obs",
+                              "config": {"name": aname, "eps": 0.075, "steps": 10,
+                                         "norm": "linf"},
+                              "drop_mean": float(clean.mean() - ar.mean()),
+                              "audit": {"obs_linf_max": 0.075 * frac, "obs_l2_max": 0.2}}
         strongest = min(results, key=lambda k: results[k]["summary"]["mean"])
         data["attacks"] = {
             "threat": {"eps": 0.075, "norm": "linf", "space": "normalized",
@@ -129,11 +131,42 @@ def synthetic_results(
             "min": {"name": strongest, "mean": results[strongest]["summary"]["mean"]},
         }
     if stress:
-        v1, v2 = [0.5, 0.75, 1.0, 1.25, 1.5], [0.5, 1.0, 1.5, 2.0]
-        mean = [[hi * math.exp(-((a - 1) ** 2 + (b - 1) ** 2 / 2)) for b in v2] for a in v1]
-        data["stress"] = {"grid": {"params": ["mass scale", "friction scale"], "values1": v1,
-                                   "values2": v2, "mean": mean}}
+        data["stress"] = synthetic_stress(hi, [0.5, 0.75, 1.0, 1.25, 1.5], [0.5, 1.0, 1.5, 2.0])
     return data
+
+
+def synthetic_stress(hi: float, v1: list[float], v2: list[float] | None = None,
+                     grid: bool = True) -> dict[str, Any]:
+    """A ``stress`` section as ``certrl stress`` writes it (scale factors of torso_mass and
+    friction; ``v2=None``: torso_mass only): cells, worst case, average, nominal, and the
+    ``grid`` block for two parameters unless ``grid=False``."""
+    names = ["torso_mass"] + (["friction"] if v2 is not None else [])
+    pts = [(a, b) for a in v1 for b in (v2 if v2 is not None else [None])]
+
+    def f(a: float, b: float | None) -> float:
+        return hi * math.exp(-((a - 1) ** 2 + ((b or 1.0) - 1) ** 2 / 2))
+
+    cells = [{"values": dict(zip(names, [a, b] if b is not None else [a], strict=True)),
+              "mean": f(a, b), "mean_ci": [f(a, b) - 50, f(a, b) + 50]} for a, b in pts]
+    w = min(range(len(cells)), key=lambda i: cells[i]["mean"])
+    sec: dict[str, Any] = {
+        "design": "grid", "episodes": 10,
+        "params": [{"name": n, "low": 0.5, "high": 1.5, "mode": "scale", "nominal": 1.0}
+                   for n in names],
+        "nominal": {"summary": {"mean": hi, "mean_ci": [hi - 40, hi + 40]}},
+        "cells": cells,
+        "worst_case": {"index": w, "values": cells[w]["values"], "mean": cells[w]["mean"],
+                       "lower": cells[w]["mean"] - 80, "upper": cells[w]["mean"] + 30,
+                       "mean_ci": [cells[w]["mean"] - 80, cells[w]["mean"] + 30]},
+        "average": {"mean": float(np.mean([c["mean"] for c in cells])), "lower": 1.0,
+                    "upper": 2.0, "mean_ci": [1.0, 2.0]},
+        "uncertainty_set": None, "grid": None,
+    }
+    if grid and v2 is not None:
+        sec["grid"] = {"params": ["torso_mass (scale)", "friction (scale)"],
+                       "names": names, "values1": v1, "values2": v2,
+                       "mean": [[f(a, b) for b in v2] for a in v1], "nominal": [1.0, 1.0]}
+    return sec
 
 
 def write_synthetic(directory: Path, name: str = "hopper-ppo", **kw: Any) -> Path:
@@ -182,7 +215,10 @@ def test_single_html_has_every_figure_and_section(rendered: dict[str, Path]) -> 
     for text in ("Verdict", "Certified return", "Attacks", "Return distributions",
                  "Dynamics stress test", "Provenance", "Glossary", "FAIL: certified return",
                  "optimal", "budget B (ℓ2 over the episode, normalized obs)", "return",
-                 "sha256", "certrl certify hopper-robust.zip", "Smoothing σ"):
+                 "sha256", "certrl certify hopper-robust.zip", "Smoothing σ",
+                 # budget audit (largest per-step perturbation) and configuration columns
+                 "<td>ℓ∞ 0.0525</td><td class=\"wrap\">eps=0.075, steps=10, norm=linf</td>",
+                 "(must be ≤ ε = 0.075)"):
         assert text in html, text
     assert len(set(re.findall(r' id="([^"]+)"', html))) == len(re.findall(r' id="', html))
 
@@ -200,6 +236,7 @@ def test_multi_html_compares_policies_and_states_missing_sections(
         in html
     assert "no attack results in this file: run <code>certrl attack hopper-sac.zip" in html
     assert "P(X &gt; Y)" in html and "Probability of improvement" in html
+    assert "is a single run (one trained agent; fewer than 5 runs)" in html
 
 
 @pytest.mark.parametrize("name", ["single.html", "multi.html"])
@@ -212,18 +249,24 @@ def test_html_is_self_contained(rendered: dict[str, Path], name: str) -> None:
 
 
 def test_reports_are_deterministic(rendered: dict[str, Path], tmp_path: Path) -> None:
-    multi = sorted(rendered["multi_dir"].glob("*.json"))
-    assert main(["report", *map(str, multi), "-o", str(tmp_path / "a.html"),
-                 "-o", str(tmp_path / "a.pdf")]) == 0
-    # order of inputs as in the fixture
-    assert main(["report", *map(str, write_synthetic_set(tmp_path / "again")),
-                 "-o", str(tmp_path / "b.html"), "-o", str(tmp_path / "b.pdf")]) == 0
-    d = rendered["dir"]
-    assert (tmp_path / "b.html").read_bytes() == (d / "multi.html").read_bytes()
-    assert (tmp_path / "b.pdf").read_bytes() == (d / "multi.pdf").read_bytes()
-    single = rendered["single"]
-    assert main(["report", str(single), "-o", str(tmp_path / "s.pdf")]) == 0
-    assert (tmp_path / "s.pdf").read_bytes() == (d / "single.pdf").read_bytes()
+    """Same inputs, same bytes, in a fresh process with another hash seed (set and dict order,
+    matplotlib's constraint solver) and with the inputs in another directory."""
+    import sys
+
+    again = write_synthetic_set(tmp_path / "again")
+    single = write_synthetic(tmp_path / "single", "hopper-robust", seed=1, stress=True)
+    script = ("import sys; from certrl.cli import main; "
+              "sys.exit(main(sys.argv[1:2] + sys.argv[2:]))")
+    for inputs, name in (([single], "single"), (again, "multi")):
+        res = subprocess.run(
+            [sys.executable, "-c", script, "report", *map(str, inputs),
+             "-o", str(tmp_path / f"{name}.html"), "-o", str(tmp_path / f"{name}.pdf")],
+            capture_output=True, text=True, timeout=300,
+            env={**os.environ, "PYTHONHASHSEED": "12345", "MPLBACKEND": "Agg"})
+        assert res.returncode == 0, res.stderr[-2000:]
+        for ext in ("html", "pdf"):
+            assert (tmp_path / f"{name}.{ext}").read_bytes() == \
+                (rendered["dir"] / f"{name}.{ext}").read_bytes(), (name, ext)
 
 
 def test_pdf_metadata_has_no_dates(rendered: dict[str, Path]) -> None:
@@ -301,43 +344,6 @@ def test_chromium_renders_html_without_console_errors(rendered: dict[str, Path],
             assert len(im.convert("L").getcolors(256) or []) > 20  # not a blank page
 
 
-# ---------------------------------------------------------------------------- compare
-def test_compare_table_and_probability_of_improvement(tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]
-                                                      ) -> None:
-    a = synthetic_results("good", seed=4)
-    b = synthetic_results("bad", seed=5)
-    a["evaluation"]["returns"] = [3000.0 + i for i in range(20)]
-    b["evaluation"]["returns"] = [1000.0 + i for i in range(20)]
-    for d in (a, b):
-        d["evaluation"].pop("summary")  # recomputed from the returns
-    pa, pb = tmp_path / "a.json", tmp_path / "b.json"
-    pa.write_text(json.dumps(a))
-    pb.write_text(json.dumps(b))
-    assert main(["compare", str(pa), str(pb)]) == 0
-    out = capsys.readouterr().out
-    assert "good" in out and "bad" in out and "Hopper-v5" in out
-    assert "3,009.5" in out and "1,009.5" in out  # clean means
-    assert re.search(r"good\s+bad\s+1\.000\s+\[1\.000, 1\.000\]", out)
-    assert "certified E[R] at B=0.4" in out
-    assert main(["compare", "--json", str(pb), str(pa)]) == 0
-    js = json.loads(capsys.readouterr().out)
-    (poi,) = js["probability_of_improvement"]
-    assert poi["x"] == "bad" and poi["point"] == 0.0 and poi["high"] == 0.0
-    assert js["policies"][0]["policy"] == "bad"
-
-
-def test_compare_ties_and_overlap(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    a = synthetic_results("x", seed=6, sections=("evaluation",))
-    b = synthetic_results("y", seed=7, sections=("evaluation",))
-    a["evaluation"]["returns"] = b["evaluation"]["returns"] = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
-    for d, p in ((a, tmp_path / "x.json"), (b, tmp_path / "y.json")):
-        p.write_text(json.dumps(d))
-    assert main(["compare", "--json", str(tmp_path / "x.json"), str(tmp_path / "y.json")]) == 0
-    (poi,) = json.loads(capsys.readouterr().out)["probability_of_improvement"]
-    assert poi["point"] == 0.5 and poi["low"] < 0.5 < poi["high"]
-
-
 # ---------------------------------------------------------------------------- bad input
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                       ) -> None:
@@ -378,3 +384,102 @@ def test_report_of_evaluation_only_file(tmp_path: Path) -> None:
     assert _fig_ids(html) == ["fig-bare-hopper-v5-distributions"]
     assert "no certificate in this file: run <code>certrl certify bare.zip --env hopper" in html
     assert "no attack results in this file" in html
+
+
+# ---------------------------------------------------------------------------- stress layouts
+def test_stress_section_layouts(tmp_path: Path) -> None:
+    from certrl.report.figures import stress_figure
+    from certrl.report.html import render_svg
+    from certrl.report.model import _stress_grid, read_policy_results
+
+    v1, v2 = [0.5, 1.0, 1.5], [0.5, 1.0, 2.0]
+    full = synthetic_stress(1000.0, v1, v2)
+    g = _stress_grid(full)
+    assert g is not None and g["kind"] == "grid" and g["nominal_point"] == [1.0, 1.0]
+    assert g["mean"].shape == (3, 3) and g["mean"][1, 1] == pytest.approx(1000.0)
+    # the same numbers from the cells alone (no grid block)
+    c = _stress_grid(synthetic_stress(1000.0, v1, v2, grid=False))
+    assert c is not None and c["params"] == ["torso_mass (scale of nominal)",
+                                             "friction (scale of nominal)"]
+    np.testing.assert_allclose(c["mean"], g["mean"])
+    assert list(c["values2"]) == v2 and c["reduced"] == []
+    # three parameters: the third is reduced by the minimum (worst case over it)
+    three = synthetic_stress(1000.0, v1, v2, grid=False)
+    three["params"].append({"name": "damping", "mode": "scale"})
+    cells = []
+    for cell in three["cells"]:
+        for d, drop in ((0.5, 100.0), (2.0, 0.0)):
+            cells.append({"values": {**cell["values"], "damping": d},
+                          "mean": cell["mean"] - drop})
+    three["cells"] = cells
+    t = _stress_grid(three)
+    assert t is not None and t["reduced"] == ["damping"] and t["cells"] == 18
+    np.testing.assert_allclose(t["mean"], g["mean"] - 100.0)
+    # one parameter: a line
+    one = _stress_grid(synthetic_stress(1000.0, [0.5, 1.0, 1.5, 2.0]))
+    assert one is not None and one["values2"] is None
+    np.testing.assert_allclose(one["mean"], [1000 * math.exp(-0.25), 1000, 1000 * math.exp(-0.25),
+                                             1000 * math.exp(-1)])
+    # random samples: a point cloud
+    smp = synthetic_stress(1000.0, v1, v2, grid=False)
+    smp["design"] = "samples"
+    s = _stress_grid(smp)
+    assert s is not None and s["kind"] == "samples" and s["points"].shape == (9, 2)
+    for sec, name in ((one, "one"), (s, "samples"), (t, "three")):
+        pr = read_policy_results(write_synthetic(tmp_path, f"p-{name}", sections=("evaluation",)))
+        pr.stress_grid = sec
+        spec = stress_figure(pr, f"fig-{name}")
+        assert spec is not None
+        svg = render_svg(spec)
+        assert svg.startswith(f'<svg id="fig-{name}"') and "mean episode return" in svg
+    # an unreadable section is reported, with the command that writes one
+    d = synthetic_results("odd", sections=("evaluation",), gate=None)
+    d["stress"] = {"cells": "?"}
+    p = tmp_path / "odd.json"
+    p.write_text(json.dumps(d))
+    pr = read_policy_results(p)
+    assert pr.stress_grid is None
+    assert pr.missing["stress"] == ("the stress section has no grid of mean returns this report "
+                                    "can read: run `certrl stress odd.zip --env hopper "
+                                    "--uncertainty-set rrls-2d`")
+    # CartPole has no dynamics stress test: nothing is said to be missing
+    cp = read_policy_results(write_synthetic(tmp_path, "cp", env="cartpole",
+                                             sections=("evaluation",)))
+    assert "stress" not in cp.missing
+
+
+def test_single_html_stress_summary(rendered: dict[str, Path]) -> None:
+    html = (rendered["dir"] / "single.html").read_text()
+    # worst cell of the synthetic grid: torso_mass 0.5 (tie with 1.5, first wins), friction 2
+    worst = 3300.0 * math.exp(-(0.25 + 0.5))
+    assert f"<td>worst point</td><td>{worst:,.1f} [{worst - 80:,.1f}, {worst + 30:,.1f}]" in html
+    assert "torso_mass=0.5, friction=2</td>" in html
+    assert "<td>nominal model</td><td>3,300.0 [3,260.0, 3,340.0]" in html
+
+
+# ---------------------------------------------------------------------------- --require
+def test_report_require_gate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = write_synthetic(tmp_path, "gated", seed=1, gate=None)
+    data = json.loads(p.read_text())
+    b01 = next(r for r in data["certificates"]["budgets"] if r["budget"] == 0.1)
+    bound = b01["expected_return_lower_bound"]
+    out = tmp_path / "g.html"
+    assert main(["report", str(p), "-o", str(out), "--require",
+                 f"certified_return@B=0.1 >= {bound - 1:.3f}"]) == 0
+    html = out.read_text()
+    assert '<section class="verdict pass">' in html
+    assert "PASS: the gate requirement holds" in html
+    assert "at B = 0.1 (normalized obs, per-step ℓ2 ≈ 0.003162; the gated budget)" in html
+    assert main(["report", str(p), "-o", str(out), "--require",
+                 f"certified_return@B=0.1 >= {bound + 1:.3f}", "--require",
+                 "worst_case_return >= 0"]) == 0
+    html = out.read_text()
+    assert '<section class="verdict fail">' in html
+    assert (f"FAIL: 1 of 2 gate requirements failed (certified_return@B=0.1 &gt;= "
+            f"{bound + 1:.6g}), 1 could not be evaluated") in html
+    assert "NOT EVALUATED: worst_case_return &gt;= 0: no stress section" in html
+    capsys.readouterr()
+    assert main(["report", str(p), "-o", str(out), "--require", "certified_return >= 1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("certrl: error: --require: ") and "needs a budget" in err
+    assert len(err.splitlines()) == 1

@@ -108,8 +108,12 @@ class ThreatModel:
         Order: temporal coupling, then the per-step ball, then the remaining episode budget.
         The last two only shrink the vector towards 0; if that breaks the coupling
         constraint, the result is moved back along the segment towards ``prev`` (which is
-        feasible for the ball and the budget when it was applied last step), so every
-        constraint holds on return.
+        feasible for the ball and the budget when it was applied last step).
+
+        Caveat: with *both* an episode budget and ``eps_bar`` the set can become empty (a
+        perturbation cannot drop to 0 faster than ``eps_bar`` per step, and that ramp spends
+        budget); hooks that allow this combination must keep a reserve for the ramp, as
+        :func:`certrl.attacks.gradient.keep_wind_down` does. The audit catches any violation.
         """
         out = delta
         if self.eps_bar is not None and prev is not None:

@@ -23,16 +23,24 @@ def register(sub: Any) -> None:
                    help="results files written by certrl evaluate / certify / attack")
     p.add_argument("-o", "--output", action="append", required=True, metavar="FILE",
                    help="report file: report.html or report.pdf (repeatable)")
+    p.add_argument("--require", action="append", default=[], metavar="REQ",
+                   help="gate requirement shown as PASS/FAIL in each verdict, in certrl gate "
+                   "syntax, e.g. 'certified_return@B=0.1 >= 2500' (repeatable; the report's "
+                   "exit code stays 0: use certrl gate to fail a CI job)")
     _add_common(p)
     p.set_defaults(handler=cmd_report)
 
 
 def cmd_report(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
-    from certrl.report import write_reports
+    from certrl.report import parse_requirements, write_reports
 
     if len(set(args.output)) != len(args.output):
         raise UsageError("the same -o file is given twice")
-    outs = write_reports(args.results, args.output)
+    try:
+        parse_requirements(args.require)
+    except ValueError as e:
+        raise UsageError(f"--require: {e}") from None
+    outs = write_reports(args.results, args.output, args.require)
     n = len(args.results)
     for o in outs:
         print(f"report: {o} ({n} results file{'s' if n != 1 else ''})", file=sys.stdout)

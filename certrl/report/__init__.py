@@ -15,7 +15,8 @@ from certrl.results import ResultsError
 
 FORMATS = {".html": "html", ".htm": "html", ".pdf": "pdf"}
 
-__all__ = ["FORMATS", "build", "output_format", "render", "write_reports"]
+__all__ = ["FORMATS", "build", "check_requirements", "output_format", "parse_requirements",
+           "render", "write_reports"]
 
 
 def output_format(path: str | Path) -> str:
@@ -26,11 +27,42 @@ def output_format(path: str | Path) -> str:
     return FORMATS[ext]
 
 
-def build(paths: list[str | Path]):  # -> Document
+def build(paths: list[str | Path], requirements: list[str] | None = None):  # -> Document
+    """The report document of ``paths``; ``requirements`` (``certrl gate`` syntax, e.g.
+    ``"certified_return@B=0.1 >= 2500"``) are checked in every file and shown in its verdict.
+    A malformed requirement raises :class:`ValueError`."""
     from certrl.report.document import build_document
     from certrl.report.model import load_inputs
 
-    return build_document(load_inputs(paths))
+    reqs = parse_requirements(requirements or [])
+    items = load_inputs(paths)
+    for it in items:
+        it.gate_checks = check_requirements(reqs, it.data, str(it.path))
+    return build_document(items)
+
+
+def parse_requirements(texts: list[str]) -> list:  # -> list[certrl.gate.Requirement]
+    from certrl.gate import parse_requirement
+
+    return [parse_requirement(t) for t in texts]
+
+
+def check_requirements(reqs: list, data: dict, file: str) -> list:  # -> list[certrl.gate.Check]
+    """Every requirement on one loaded results file, as :func:`certrl.gate.evaluate` checks
+    it: ``pass``/``fail`` on the lower confidence bound, ``error`` when the file lacks the
+    metric (a gate that cannot be evaluated is not a pass)."""
+    from certrl.gate import Check, GateConfigError, resolve_metric
+
+    out = []
+    for req in reqs:
+        try:
+            mv = resolve_metric(data, req)
+        except GateConfigError as e:
+            out.append(Check(req, file, "error", error=str(e)))
+            continue
+        out.append(Check(req, file, "pass" if req.holds(mv.value) else "fail", mv.value,
+                         mv.kind, mv.source, mv.note))
+    return out
 
 
 def render(doc, fmt: str) -> bytes:  # doc: Document
@@ -78,12 +110,14 @@ def check_output(path: str | Path) -> Path:
     return p
 
 
-def write_reports(inputs: list[str | Path], outputs: list[str | Path]) -> list[Path]:
-    """Render the report of ``inputs`` to every path in ``outputs`` (atomic writes)."""
+def write_reports(inputs: list[str | Path], outputs: list[str | Path],
+                  requirements: list[str] | None = None) -> list[Path]:
+    """Render the report of ``inputs`` to every path in ``outputs`` (atomic writes), with the
+    gate ``requirements`` checked in every verdict."""
     outs = [check_output(o) for o in outputs]
     if not outs:
         raise ResultsError("no output given: pass -o report.html and/or -o report.pdf")
-    doc = build(list(inputs))
+    doc = build(list(inputs), requirements)
     for o in outs:
         try:
             _write(o, render(doc, output_format(o)))

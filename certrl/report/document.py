@@ -10,8 +10,23 @@ from dataclasses import dataclass, field
 
 from certrl import __version__
 from certrl.report import figures as F
-from certrl.report.model import PolicyResults, fci, fnum, report_date, slug
-from certrl.report.multi import Comparison, compare, poi_table, summary_table
+from certrl.report.model import (
+    Attack,
+    PolicyResults,
+    _num,
+    fci,
+    fnum,
+    norm_label,
+    report_date,
+    slug,
+)
+from certrl.report.multi import (
+    Comparison,
+    compare,
+    poi_table,
+    single_run_warning,
+    summary_table,
+)
 
 
 @dataclass
@@ -33,6 +48,7 @@ class Table:
     rows: list[list[str]]
     caption: str = ""
     wrap: bool = False  # long text cells (HTML: wrap; numeric tables keep cells on one line)
+    wrap_cols: tuple[int, ...] = ()  # columns that wrap in a numeric table (HTML)
 
 
 @dataclass
@@ -156,13 +172,38 @@ def _verdict(it: PolicyResults) -> Verdict:
         if isinstance(gate, dict) and gate.get("passed") is not None:
             status = "pass" if gate["passed"] else "fail"
             value = gate.get("value", row.bound)
+            undecided = " (undecided: raise --episodes)" if str(
+                gate.get("decision", "")).lower() == "undecided" else ""
             status_text = (f"{'PASS' if gate['passed'] else 'FAIL'}: certified return "
                            f"{fnum(value)} at B = {gate.get('budget')} "
                            f"{'≥' if gate['passed'] else '<'} threshold "
-                           f"{fnum(gate.get('threshold'))}")
+                           f"{fnum(gate.get('threshold'))} (certify --fail-under){undecided}")
     else:
         rows.append(("Certified return", it.missing.get("certificates", "-")))
+    if it.gate_checks:  # --require: overrides the certify gate
+        status, status_text = _gate_status(it.gate_checks)
+        for c in it.gate_checks:
+            tag = {"pass": "PASS", "fail": "FAIL", "error": "NOT EVALUATED"}[c.status]
+            rows.append(("Gate", f"{tag}: {c.message.replace(f'; {c.file}', '')}"))
     return Verdict(f"{it.label} on {it.env_id}", rows, status, status_text)
+
+
+def _gate_status(checks: list) -> tuple[str, str]:
+    """Verdict status of ``--require`` checks: pass only if every requirement holds; a
+    requirement the file cannot answer fails the verdict (as in ``certrl gate``)."""
+    n = len(checks)
+    failed = [c for c in checks if c.status == "fail"]
+    errors = [c for c in checks if c.status == "error"]
+    if not failed and not errors:
+        return "pass", ("PASS: the gate requirement holds" if n == 1
+                        else f"PASS: all {n} gate requirements hold")
+    parts = []
+    if failed:
+        parts.append(f"{len(failed)} of {n} gate requirements failed ("
+                     + "; ".join(c.requirement.canonical for c in failed) + ")")
+    if errors:
+        parts.append(f"{len(errors)} could not be evaluated")
+    return "fail", "FAIL: " + ", ".join(parts)
 
 
 def _budget_table(it: PolicyResults) -> Table:
@@ -203,20 +244,43 @@ def _cert_notes(it: PolicyResults) -> list[Para]:
     return out
 
 
+def _audit_text(it: PolicyResults, a: Attack) -> str:
+    """The largest perturbation the attack actually applied (``attacks.results.*.audit``),
+    in the norm of its threat model: evidence that the budget was respected."""
+    if not a.audit:
+        return "-"
+    if a.kind == "action":
+        v = _num(a.audit.get("act_linf_max"))
+        return f"ℓ∞ {v:.4g} (action)" if v is not None else "-"
+    norm = str(it.threat.get("norm", "linf"))
+    v = _num(a.audit.get("obs_l2_max" if norm == "l2" else "obs_linf_max"))
+    return f"{norm_label(norm)} {v:.4g}" if v is not None else "-"
+
+
+_CONFIG_SKIP = {"name", "method", "space", "threat"}
+
+
 def _attack_table(it: PolicyResults) -> Table:
-    headers = ["attack", "mean [95% CI]", "IQM [95% CI]", "drop vs. clean", "n", "configuration"]
+    headers = ["attack", "mean [95% CI]", "IQM [95% CI]", "drop vs. clean [95% CI]", "n",
+               "largest perturbation applied", "configuration"]
     rows = []
     for a in it.attack_list:
         s = a.summary or {}
         drop = fnum(a.drop_mean) + (f" {fci(a.drop_ci)}" if a.drop_ci else "")
-        cfg = ", ".join(f"{k}={v}" for k, v in list(a.config.items())[:6]
-                        if not isinstance(v, (dict, list)))
-        rows.append([a.name + (" (strongest)" if a is it.strongest else ""),
+        cfg = ", ".join(f"{k}={v}" for k, v in list(
+            (k, v) for k, v in a.config.items() if k not in _CONFIG_SKIP)[:6]
+            if not isinstance(v, (dict, list)))
+        name = a.name + (" (action)" if a.kind == "action" else "")
+        rows.append([name + (" (strongest)" if a is it.strongest else ""),
                      f"{fnum(s.get('mean'))} {fci(s.get('mean_ci'))}",
                      f"{fnum(s.get('iqm'))} {fci(s.get('iqm_ci'))}", drop,
                      str(s.get("n", a.returns.size if a.returns is not None else "-")),
-                     cfg or "-"])
-    return Table(headers, rows)
+                     _audit_text(it, a), cfg or "-"])
+    eps = _num(it.threat.get("eps"))
+    cap = ("Drop: mean over episodes of clean minus attacked return on the same episode seeds. "
+           "Largest perturbation applied: the maximum per-step norm over all attacked steps "
+           + (f"(must be ≤ ε = {eps:g})." if eps is not None else "(budget audit)."))
+    return Table(headers, rows, cap, wrap_cols=(6,))
 
 
 def _provenance(it: PolicyResults) -> list[Block]:
@@ -257,6 +321,40 @@ def _provenance(it: PolicyResults) -> list[Block]:
         blocks.append(Para("Command lines that wrote this file (oldest first):", "small"))
         blocks.append(Code(cmds))
     return blocks
+
+
+def _stress_summary(it: PolicyResults) -> Table | None:
+    """Nominal model, worst case and average over the stress set, when the section stores
+    them (``certrl stress``: worst case = lowest mean over the points, with the bootstrap CI of
+    that minimum; its lower end is the gate metric ``worst_case_return``)."""
+    g = it.stress_grid or {}
+    rows = []
+
+    def ci(d: dict) -> str:
+        c = d.get("mean_ci")
+        if c is None and d.get("lower") is not None:
+            c = [d.get("lower"), d.get("upper")]
+        return fci(c)
+
+    nom = g.get("nominal_summary")
+    if nom:
+        rows.append(["nominal model", f"{fnum(nom.get('mean'))} {ci(nom)}", "-"])
+    wc = g.get("worst_case")
+    if wc:
+        where = wc.get("values")
+        where_s = (", ".join(f"{k}={v:.4g}" if isinstance(v, (int, float)) else f"{k}={v}"
+                             for k, v in where.items())
+                   if isinstance(where, dict) else "-")
+        rows.append(["worst point", f"{fnum(wc.get('mean'))} {ci(wc)}", where_s])
+    avg = g.get("average")
+    if avg:
+        rows.append(["average over points", f"{fnum(avg.get('mean'))} {ci(avg)}", "-"])
+    if not rows:
+        return None
+    return Table(["statistic", "mean return [95% CI]", "parameters"], rows,
+                 "The worst point's interval is the bootstrap CI of the minimum over points "
+                 "(the selection of the worst of several noisy means is accounted for); its "
+                 "lower end is the gate metric `worst_case_return`.")
 
 
 def build_document(items: list[PolicyResults]) -> Document:
@@ -329,14 +427,22 @@ def build_document(items: list[PolicyResults]) -> Document:
             B.append(Para(it.missing["attacks"] + " to compare with attacked returns.",
                           "missing"))
 
-    stress = [it for it in items if it.stress_grid is not None]
+    stress = [it for it in items if it.stress_grid is not None or "stress" in it.missing]
     if stress:
         B.append(Heading("Dynamics stress test", 2, "stress"))
         for it in stress:
             sid = f"{slug(it.label)}-{slug(it.env_id)}"
+            if multi:
+                B.append(Heading(f"{it.label} on {it.env_id}", 3, f"stress-{sid}"))
             spec = F.stress_figure(it, f"fig-{sid}-stress")
-            if spec is not None:
-                B.append(Fig(spec))
+            if spec is None:
+                B.append(Para(it.missing.get("stress", "the stress grid has no finite mean "
+                                             "returns") + ".", "missing"))
+                continue
+            B.append(Fig(spec))
+            summ = _stress_summary(it)
+            if summ is not None:
+                B.append(summ)
 
     if multi:
         B.append(Heading("Comparison across policies", 2, "comparison"))
@@ -346,6 +452,8 @@ def build_document(items: list[PolicyResults]) -> Document:
                           "`certrl evaluate` for each policy to compare them.", "missing"))
         else:
             B.append(Para(comp.note, "small"))
+            B.append(Para("Warning: " + single_run_warning(comp.labels) + " with `certrl "
+                          "compare`.", "note"))
             B.append(Fig(F.intervals_figure(comp, "fig-comparison-intervals")))
             B.append(Fig(F.profiles_figure(comp, "fig-comparison-profiles")))
             B.append(Fig(F.poi_figure(comp, "fig-comparison-poi")))

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import matplotlib
+import matplotlib.patches
 import numpy as np
 from matplotlib.figure import Figure, SubFigure
 from matplotlib.layout_engine import ConstrainedLayoutEngine
 from matplotlib.transforms import Bbox
 
-from certrl.report.model import PolicyResults
+from certrl.report.model import PolicyResults, fnum
 from certrl.report.multi import Comparison
 
 # Okabe & Ito (2008), ordered for contrast on white: blue, orange, green, vermillion, sky blue,
@@ -231,13 +232,31 @@ def distribution_figure(pr: PolicyResults, fig_id: str) -> FigureSpec | None:
 
 
 def smoothed_distribution_figure(pr: PolicyResults, fig_id: str) -> FigureSpec | None:
+    """ECDFs of the smoothed policy's returns (clean and attacked at each budget) with the
+    certified quantile lower bounds. Bounds equal to the trivial lower bound ``a`` (no
+    information) would stretch the axis to ``a``: they are drawn as hollow markers at the left
+    edge instead."""
     cert = pr.cert or {}
-    sm = cert.get("smoothed_returns")
+    sm = cert.get("smoothed_clipped_returns") or cert.get("smoothed_returns")
     if not isinstance(sm, list) or not sm or not pr.budgets:
         return None
     smoothed = np.asarray([v for v in sm if v is not None], dtype=float)
+    if not smoothed.size:
+        return None
     rows = [r for r in pr.budgets if r.budget > 0]
     colors = [BLUE, ORANGE, VERMILLION, PURPLE, SKY, BLACK]
+    lo = cert.get("reward_lower_bound")
+    lo = float(lo) if isinstance(lo, (int, float)) and math.isfinite(lo) else -math.inf
+
+    def trivial(v: float) -> bool:
+        return v <= lo + 1e-9 * max(1.0, abs(lo))
+
+    data = [smoothed] + [r.attack_returns for r in rows if r.attack_returns is not None]
+    real = [v for r in rows for v in r.percentiles.values() if not trivial(v)]
+    xmin = float(min([*(float(d.min()) for d in data), *real]))
+    xmax = float(max(float(d.max()) for d in data))
+    pad = 0.04 * (xmax - xmin) if xmax > xmin else 1.0
+    any_trivial = any(trivial(v) for r in rows for v in r.percentiles.values())
 
     def draw(fig: Target) -> None:
         ax = fig.subplots()
@@ -248,9 +267,18 @@ def smoothed_distribution_figure(pr: PolicyResults, fig_id: str) -> FigureSpec |
                 _ecdf(ax, r.attack_returns, color=c, lw=1.1, ls="--",
                       label=f"smoothed, attacked at B = {r.budget:g}")
             qs = sorted(r.percentiles, key=float)
-            if qs:
-                ax.plot([r.percentiles[q] for q in qs], [float(q) for q in qs], ls="none",
-                        marker=">", ms=6, color=c, label=f"certified quantiles at B = {r.budget:g}")
+            pts = [(r.percentiles[q], float(q)) for q in qs if not trivial(r.percentiles[q])]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], ls="none", marker=">", ms=6,
+                        color=c, label=f"certified quantiles at B = {r.budget:g}")
+            triv = [float(q) for q in qs if trivial(r.percentiles[q])]
+            if triv:
+                ax.plot([xmin - 0.5 * pad] * len(triv), triv, ls="none", marker="<", ms=6,
+                        mfc="none", mec=c)
+        if any_trivial:
+            ax.plot([], [], ls="none", marker="<", ms=6, mfc="none", mec=BLACK,
+                    label=f"certified quantile only ≥ a = {fnum(lo)} (trivial; off the axis)")
+        ax.set_xlim(xmin - pad, xmax + pad)
         ax.set_xlabel("episode return (certified quantity: per-step rewards clipped to bounds)")
         ax.set_ylabel("fraction of episodes ≤ return")
         ax.set_ylim(0, 1.02)
@@ -260,6 +288,9 @@ def smoothed_distribution_figure(pr: PolicyResults, fig_id: str) -> FigureSpec |
     cap = ("Triangles ▶ at (v, q): with the stated confidence the q-quantile of the attacked "
            "return at budget B is at least v, for every adversary within B; every attacked "
            "ECDF at that budget must pass at or to the right of its triangles.")
+    if any_trivial:
+        cap += (" Hollow ◀ at the left edge: at that budget and quantile the certificate is "
+                "only the trivial lower bound a.")
     return FigureSpec(fig_id, "Smoothed returns and certified quantiles", cap, 4.2, draw)
 
 
@@ -285,32 +316,80 @@ def per_state_figure(pr: PolicyResults, fig_id: str) -> FigureSpec | None:
 
 
 def stress_figure(pr: PolicyResults, fig_id: str) -> FigureSpec | None:
+    """Mean return over the dynamics stress set: a heat map for a two-parameter grid (worst
+    cell outlined, nominal model starred when inside the grid), a line for one parameter, a
+    scatter coloured by mean return for random samples."""
     g = pr.stress_grid
     if g is None:
         return None
+    params, mean = g["params"], g["mean"]
+    finite = mean[np.isfinite(mean)]
+    if not finite.size:
+        return None
+    reduced = f" (minimum over {', '.join(g['reduced'])})" if g.get("reduced") else ""
+    zlabel = "mean episode return" + reduced
 
     def draw(fig: Target) -> None:
         ax = fig.subplots()
-        mean = g["mean"]
-        im = ax.imshow(mean, origin="lower", aspect="auto", cmap="cividis")
-        ax.set_yticks(range(len(g["values1"])), [f"{v:g}" for v in g["values1"]])
-        ax.set_xticks(range(len(g["values2"])), [f"{v:g}" for v in g["values2"]])
-        ax.set_ylabel(g["params"][0])
-        ax.set_xlabel(g["params"][1])
-        ax.grid(False)
-        finite = mean[np.isfinite(mean)]
-        mid = float(np.median(finite)) if finite.size else 0.0
-        if mean.size <= 100:
-            for i in range(mean.shape[0]):
-                for j in range(mean.shape[1]):
-                    if np.isfinite(mean[i, j]):
-                        ax.text(j, i, f"{mean[i, j]:,.0f}", ha="center", va="center",
-                                fontsize=7, color="white" if mean[i, j] < mid else "black")
-        fig.colorbar(im, ax=ax, label="mean return")
+        if g["kind"] == "samples":
+            pts = g["points"]
+            x = pts[:, 0]
+            y = pts[:, 1] if pts.shape[1] > 1 else np.zeros_like(x)
+            sc = ax.scatter(x, y, c=mean, cmap="cividis", s=22, edgecolors="none")
+            k = int(np.nanargmin(mean))
+            ax.plot([x[k]], [y[k]], ls="none", marker="s", ms=10, mfc="none",
+                    mec=VERMILLION, mew=2, label="worst point")
+            ax.set_xlabel(params[0])
+            ax.set_ylabel(params[1] if len(params) > 1 else "")
+            fig.colorbar(sc, ax=ax, label=zlabel)
+            _legend_below(fig, ax)
+        elif g["values2"] is None:
+            x = g["values1"]
+            ax.plot(x, mean, color=BLUE, marker="o", lw=1.6, label="mean return per value")
+            k = int(np.nanargmin(mean))
+            ax.plot([x[k]], [mean[k]], ls="none", marker="s", ms=10, mfc="none",
+                    mec=VERMILLION, mew=2, label="worst value")
+            ax.set_xlabel(params[0])
+            ax.set_ylabel(zlabel)
+            _legend_below(fig, ax)
+        else:
+            im = ax.imshow(mean, origin="lower", aspect="auto", cmap="cividis")
+            ax.set_yticks(range(len(g["values1"])), [f"{v:g}" for v in g["values1"]])
+            ax.set_xticks(range(len(g["values2"])), [f"{v:g}" for v in g["values2"]])
+            ax.set_ylabel(params[0])
+            ax.set_xlabel(params[1])
+            ax.grid(False)
+            mid = float(np.median(finite))
+            if mean.size <= 100:
+                for i in range(mean.shape[0]):
+                    for j in range(mean.shape[1]):
+                        if np.isfinite(mean[i, j]):
+                            ax.text(j, i, f"{mean[i, j]:,.0f}", ha="center", va="center",
+                                    fontsize=7, color="white" if mean[i, j] < mid else "black")
+            i, j = np.unravel_index(int(np.nanargmin(mean)), mean.shape)
+            ax.add_patch(matplotlib.patches.Rectangle(
+                (j - 0.5, i - 0.5), 1, 1, fill=False, ec=VERMILLION, lw=2.0))
+            nom = g.get("nominal_point")
+            if nom and None not in nom:
+                v1, v2 = g["values1"], g["values2"]
+                if v1[0] <= nom[0] <= v1[-1] and v2[0] <= nom[1] <= v2[-1]:
+                    ax.plot(np.interp(nom[1], v2, np.arange(v2.size)),
+                            np.interp(nom[0], v1, np.arange(v1.size)), marker="*", ms=13,
+                            color=ORANGE, mec=BLACK, mew=0.6, ls="none")
+            fig.colorbar(im, ax=ax, label=zlabel)
         ax.set_title(f"{pr.label} on {pr.env_id}: mean return under dynamics changes")
 
-    cap = (f"Mean episode return for each combination of {g['params'][0]} and {g['params'][1]} "
-           "(dynamics uncertainty stress test).")
+    kind = {"samples": "random points", "grid": "grid cells"}[g["kind"]]
+    cap = (f"Mean episode return at each evaluated value of {' and '.join(params)}{reduced} "
+           f"({g['cells']} {kind}"
+           + (f", {g['episodes']} episodes each" if g.get("episodes") else "") + "); the worst "
+           "one outlined in vermillion" + (", the nominal model starred"
+                                           if g.get("nominal_point") else "") + ".")
+    if g.get("drift"):
+        cap += (f" Parameters drift during each episode (rate {g['drift']:g} of the range per "
+                "step, TC-RMDP); values are the starting points.")
+    if g.get("uncertainty_set"):
+        cap += f" Uncertainty set: {g['uncertainty_set']}."
     return FigureSpec(fig_id, "Dynamics stress test", cap, 4.2, draw)
 
 

@@ -82,7 +82,8 @@ th,td{border:1px solid var(--line);padding:4px 8px;text-align:left;vertical-alig
 th{background:var(--soft)}
 td{font-variant-numeric:tabular-nums}
 table.nums td{white-space:nowrap}
-caption{caption-side:bottom;text-align:left;color:var(--muted);font-size:.9em;padding-top:4px}
+.tcaption{color:var(--muted);font-size:.85em;margin:-.3em 0 .8em}
+table.nums td.wrap{white-space:normal;min-width:14em}
 figure{margin:1em 0;break-inside:avoid;page-break-inside:avoid}
 figure svg{width:100%;height:auto;display:block}
 .fig-scroll{overflow-x:auto}
@@ -136,13 +137,16 @@ TEMPLATE = """<!DOCTYPE html>
 <p class="{{ b.kind }}">{{ inline(b.text) }}</p>
 {%- elif k == "Table" %}
 <div class="table-wrap"><table{% if not b.wrap %} class="nums"{% endif %}>
-{%- if b.caption %}<caption>{{ inline(b.caption) }}</caption>{% endif %}
 <thead><tr>{% for h in b.headers %}<th>{{ h }}</th>{% endfor %}</tr></thead>
 <tbody>
 {%- for r in b.rows %}
-<tr>{% for c in r %}<td>{{ inline(c) }}</td>{% endfor %}</tr>
+<tr>{% for c in r %}<td{% if loop.index0 in b.wrap_cols %} class="wrap"{% endif %}>
+{{- inline(c) }}</td>{% endfor %}</tr>
 {%- endfor %}
 </tbody></table></div>
+{%- if b.caption %}
+<p class="tcaption">{{ inline(b.caption) }}</p>
+{%- endif %}
 {%- elif k == "Verdict" %}
 {{ verdict(b) }}
 {%- elif k == "Cards" %}

@@ -111,6 +111,8 @@ class Attack:
     config: dict[str, Any]
     drop_mean: float | None
     drop_ci: list[float] | None
+    kind: str = "obs"  # "obs" | "action"
+    audit: dict[str, Any] = field(default_factory=dict)
 
     @property
     def mean(self) -> float | None:
@@ -148,6 +150,7 @@ class PolicyResults:
     attack_clean_summary: dict[str, Any] | None = None
     strongest: Attack | None = None
     stress_grid: dict[str, Any] | None = None
+    gate_checks: list[Any] = field(default_factory=list)  # certrl.gate.Check of --require
     missing: dict[str, str] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ derived
@@ -189,6 +192,11 @@ class PolicyResults:
         largest certified budget."""
         if not self.budgets:
             return None, ""
+        for c in self.gate_checks:  # certrl report --require certified_...@B=x
+            b = getattr(c.requirement, "budget", None)
+            for row in self.budgets if b is not None else []:
+                if math.isclose(row.budget, b, rel_tol=1e-9, abs_tol=1e-12):
+                    return row, "the gated budget"
         gate = _dict((self.cert or {}).get("gate"))
         if gate is not None and _num(gate.get("budget")) is not None:
             b = float(gate["budget"])
@@ -252,27 +260,126 @@ def _attack_list(attacks: dict[str, Any], clean: dict[str, Any] | None) -> list[
             name=str(name), returns=rets, summary=summ,
             config=_dict(res.get("config")) or {}, drop_mean=drop,
             drop_ci=list(dci) if isinstance(dci, (list, tuple)) and len(dci) == 2 else None,
+            kind=str(res.get("kind") or "obs"), audit=_dict(res.get("audit")) or {},
         ))
     out.sort(key=lambda a: (a.mean if a.mean is not None else math.inf, a.name))
     return out
 
 
+def _param_labels(params: Any) -> tuple[list[str], list[str]]:
+    """(names, axis labels) of ``stress.params``: ``{name, mode}`` dicts or plain names."""
+    names, labels = [], []
+    for p in params or []:
+        if isinstance(p, dict):
+            if p.get("name") is None:
+                return [], []
+            name = str(p["name"])
+            mode = p.get("mode")
+            labels.append(f"{name} ({'absolute' if mode == 'absolute' else 'scale of nominal'})"
+                          if mode else name)
+        else:
+            name = str(p)
+            labels.append(name)
+        names.append(name)
+    return names, labels
+
+
+def _cell_mean(cell: dict[str, Any]) -> float | None:
+    for v in (cell.get("mean"), (_dict(cell.get("summary")) or {}).get("mean")):
+        if _num(v) is not None:
+            return float(v)  # type: ignore[arg-type]
+    rets = _arr(cell.get("returns"))
+    return float(rets.mean()) if rets is not None else None
+
+
+def _cell_values(cell: dict[str, Any], names: list[str]) -> list[float] | None:
+    vals = cell.get("values", cell.get("params"))
+    if isinstance(vals, dict):
+        vals = [vals.get(n) for n in names]
+    if not isinstance(vals, (list, tuple)) or len(vals) != len(names):
+        return None
+    out = [_num(v) for v in vals]
+    return None if None in out else out  # type: ignore[return-value]
+
+
+def _from_cells(names: list[str], labels: list[str], cells: list[Any], design: str
+                ) -> dict[str, Any] | None:
+    """A grid (or, for random samples, a point cloud) of mean returns from ``stress.cells``.
+
+    Grid: the parameters that take more than one value become the axes (the first two); any
+    further ones are reduced by the minimum (the worst case over them)."""
+    pts: list[tuple[list[float], float]] = []
+    for c in cells:
+        if isinstance(c, dict):
+            vals, m = _cell_values(c, names), _cell_mean(c)
+            if vals is not None and m is not None:
+                pts.append((vals, m))
+    if not pts:
+        return None
+    varying = [k for k in range(len(names)) if len({v[k] for v, _ in pts}) > 1] or [0]
+    if design == "samples":
+        dims = varying[:2]
+        return {"kind": "samples", "params": [labels[k] for k in dims],
+                "points": np.asarray([[v[k] for k in dims] for v, _ in pts], dtype=float),
+                "mean": np.asarray([m for _, m in pts], dtype=float),
+                "reduced": [], "cells": len(pts)}
+    dims = varying[:2]
+    axes = [np.unique([v[k] for v, _ in pts]) for k in dims]
+    mean = np.full(tuple(a.size for a in axes), np.nan)
+    for v, m in pts:
+        idx = tuple(int(np.searchsorted(axes[i], v[k])) for i, k in enumerate(dims))
+        mean[idx] = m if np.isnan(mean[idx]) else min(mean[idx], m)
+    return {"kind": "grid", "params": [labels[k] for k in dims], "values1": axes[0],
+            "values2": axes[1] if len(dims) == 2 else None, "mean": mean,
+            "reduced": [names[k] for k in varying[2:]], "cells": len(pts)}
+
+
 def _stress_grid(stress: Any) -> dict[str, Any] | None:
-    grid = _dict(_dict(stress).get("grid")) if _dict(stress) else None
-    if grid is None:
+    """The stress section (``certrl stress``) as what the report draws, or ``None``.
+
+    Reads ``grid: {params, values1, values2, mean, nominal}`` (two varying parameters) when
+    present, else ``params`` + ``cells: [{values: {name: v}, mean}]`` (one varying parameter,
+    three or more, or random samples); plus ``worst_case``, ``average``, ``nominal.summary``
+    and ``uncertainty_set`` when stored. Unknown layouts give ``None`` (the report then says
+    the section could not be read)."""
+    stress = _dict(stress)
+    if stress is None:
         return None
-    try:
-        params = [str(p) for p in grid["params"]][:2]
-        v1 = np.asarray(grid["values1"], dtype=float)
-        v2 = np.asarray(grid["values2"], dtype=float)
-        mean = np.asarray([[np.nan if v is None else v for v in row] for row in grid["mean"]],
-                          dtype=float)
-    except (KeyError, TypeError, ValueError):
+    out: dict[str, Any] | None = None
+    grid = _dict(stress.get("grid"))
+    if grid is not None:
+        try:
+            params = [str(p) for p in grid["params"]]
+            v1 = np.asarray(grid["values1"], dtype=float)
+            v2 = np.asarray(grid["values2"], dtype=float)
+            mean = np.asarray([[np.nan if v is None else v for v in row] for row in grid["mean"]],
+                              dtype=float)
+            if len(params) == 2 and mean.shape == (v1.size, v2.size):
+                nom = grid.get("nominal")
+                out = {"kind": "grid", "params": params, "values1": v1, "values2": v2,
+                       "mean": mean, "reduced": [], "cells": int(mean.size),
+                       "nominal_point": ([_num(x) for x in nom]
+                                         if isinstance(nom, list) and len(nom) == 2 else None)}
+        except (KeyError, TypeError, ValueError):
+            out = None
+    if out is None:
+        names, labels = _param_labels(stress.get("params"))
+        cells = stress.get("cells")
+        if names and isinstance(cells, list):
+            out = _from_cells(names, labels, cells, str(stress.get("design", "grid")))
+    if out is None:
         return None
-    if len(params) != 2 or mean.shape != (v1.size, v2.size):
-        return None
-    return {"params": params, "values1": v1, "values2": v2, "mean": mean,
-            "nominal": grid.get("nominal")}
+    out.setdefault("nominal_point", None)
+    out["nominal_summary"] = _dict((_dict(stress.get("nominal")) or {}).get("summary"))
+    out["worst_case"] = _dict(stress.get("worst_case"))
+    out["average"] = _dict(stress.get("average"))
+    uset = stress.get("uncertainty_set")
+    out["uncertainty_set"] = (str(uset.get("name")) + (f" ({uset['source']})"
+                                                       if uset.get("source") else "")
+                              if isinstance(uset, dict) else uset)
+    out["episodes"] = stress.get("episodes")
+    out["drift"] = _num(stress.get("drift")) or 0.0
+    return out
 
 
 def read_policy_results(path: str | Path) -> PolicyResults:
@@ -319,7 +426,21 @@ def read_policy_results(path: str | Path) -> PolicyResults:
         pr.missing["attacks"] = f"no attack results in this file: run `{pr.command_hint('attack')}`"
 
     pr.stress_grid = _stress_grid(data.get("stress"))
+    if pr.stress_grid is None and _stress_applies(pr.env_id):
+        what = ("the stress section has no grid of mean returns this report can read"
+                if data.get("stress") else "no dynamics stress test in this file")
+        pr.missing["stress"] = (f"{what}: run `{pr.command_hint('stress')} "
+                                "--uncertainty-set rrls-2d`")
     return pr
+
+
+def _stress_applies(env_id: str) -> bool:
+    """Whether ``certrl stress`` has a published uncertainty set for the environment."""
+    try:
+        from certrl.stress import RRLS_SETS, env_family
+    except ImportError:  # pragma: no cover - optional physics dependencies
+        return False
+    return env_family(env_id) in RRLS_SETS
 
 
 def load_inputs(paths: list[str | Path]) -> list[PolicyResults]:

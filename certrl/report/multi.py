@@ -183,3 +183,149 @@ def jsonable(comp: Comparison | None) -> dict[str, Any] | None:
         "probability_of_improvement": [
             {"x": x, "y": y, **e.to_json()} for x, y, e in comp.poi],
     }
+
+
+# ---------------------------------------------------------------------------- runs (groups)
+MIN_RUNS = 5  # Agarwal et al. (2021): fewer runs per method make bootstrap CIs too narrow
+
+
+def single_run_warning(labels: list[str]) -> str:
+    """The warning for a comparison of single files (one trained agent each)."""
+    return (f"each of {', '.join(labels)} is a single run (one trained agent; fewer than "
+            f"{MIN_RUNS} runs): P(X > Y) and its CI compare the episodes of these particular "
+            "agents, not training methods. To compare methods, train at least "
+            f"{MIN_RUNS} seeds of each and pass them as --group NAME FILE... "
+            "(Agarwal et al., NeurIPS 2021)")
+
+
+@dataclass
+class RunGroup:
+    """Several results files (runs: independently trained agents) of one method."""
+
+    name: str
+    items: list[PolicyResults]
+    tasks: list[str] = field(default_factory=list)  # environment ids, sorted
+    scores: np.ndarray | None = None  # (runs, tasks): each run's mean clean return (scored)
+    attacked: np.ndarray | None = None  # (runs, tasks): each run's strongest-attack mean
+
+    @property
+    def runs(self) -> int:
+        return 0 if self.scores is None else int(self.scores.shape[0])
+
+
+@dataclass
+class RunComparison:
+    """rliable-style comparison of methods: the unit of sampling is the run (a trained
+    agent), the score of a run is its mean clean evaluation return on each task."""
+
+    kind: str
+    score_label: str
+    note: str
+    groups: list[RunGroup]
+    intervals: dict[str, dict[str, Estimate]]
+    attacked_intervals: dict[str, dict[str, Estimate]]
+    poi: list[tuple[str, str, Estimate]]
+    warnings: list[str]
+
+
+def _run_matrix(g: RunGroup, tasks: list[str], values: dict[int, float]) -> np.ndarray:
+    """(runs, tasks) from per-item values; runs on each task in input order."""
+    cols = []
+    for t in tasks:
+        cols.append([values[i] for i, it in enumerate(g.items) if it.env_id == t])
+    return np.asarray(cols, dtype=np.float64).T
+
+
+def compare_runs(groups: list[tuple[str, list[PolicyResults]]]) -> RunComparison:
+    """Compare groups of runs (:class:`~certrl.results.ResultsError` for an inconsistent design).
+
+    Every group must cover the same environments (tasks) with the same number of runs on each
+    of its tasks (rliable's ``(runs, tasks)`` score matrices; the run count may differ between
+    groups). Scores are normalized per environment when reference scores exist and the groups
+    span several environments; raw returns for a single environment. Probability of
+    improvement: Mann-Whitney statistic over run scores per task, averaged over tasks, with a
+    stratified-bootstrap CI resampling runs within tasks independently for X and Y.
+    """
+    from certrl.results import ResultsError
+
+    rgs = [RunGroup(name, items) for name, items in groups]
+    warn_list: list[str] = []
+    for g in rgs:
+        bare = [it.label for it in g.items if it.eval_returns is None]
+        if bare:
+            raise ResultsError(f"group {g.name}: no clean evaluation returns in "
+                               f"{', '.join(bare)}; run `certrl evaluate` on it or leave it out")
+    task_sets = {g.name: sorted({it.env_id for it in g.items}) for g in rgs}
+    tasks = task_sets[rgs[0].name]
+    for g in rgs:
+        if task_sets[g.name] != tasks:
+            raise ResultsError(f"group {g.name} covers {', '.join(task_sets[g.name])} but group "
+                               f"{rgs[0].name} covers {', '.join(tasks)}: every group needs runs "
+                               "on the same environments")
+        counts = {t: sum(it.env_id == t for it in g.items) for t in tasks}
+        if len(set(counts.values())) > 1:
+            detail = ", ".join(f"{n} on {t}" for t, n in counts.items())
+            raise ResultsError(f"group {g.name} has {detail}: give every environment the same "
+                               "number of runs")
+        g.tasks = tasks
+    everything = [it for g in rgs for it in g.items]
+    if len(tasks) == 1:
+        kind, label = "raw", "return"
+        note = f"Scores are mean clean returns per run on {tasks[0]} (raw returns)."
+    else:
+        kind, label, note = _scores(everything)
+        note = note.replace("Scores are returns", "Scores are mean clean returns per run")
+    for g in rgs:
+        clean = {i: float(np.mean(_norm(it, it.eval_returns, kind)))  # type: ignore[arg-type]
+                 for i, it in enumerate(g.items)}
+        g.scores = _run_matrix(g, tasks, clean)
+        att = {i: float(np.mean(_norm(it, np.array([it.strongest.mean]), kind)))
+               for i, it in enumerate(g.items)
+               if it.strongest is not None and it.strongest.mean is not None}
+        if len(att) == len(g.items):
+            g.attacked = _run_matrix(g, tasks, att)
+        if g.runs < MIN_RUNS:
+            warn_list.append(f"group {g.name} has {g.runs} run{'s' if g.runs != 1 else ''} per "
+                             f"environment (fewer than {MIN_RUNS}): its bootstrap CIs over runs "
+                             "are unreliable (too narrow); Agarwal et al. (NeurIPS 2021) "
+                             f"recommend at least {MIN_RUNS} runs")
+    metrics = METRICS if kind == "normalized" else {k: v for k, v in METRICS.items()
+                                                      if v != "optimality_gap"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        intervals = interval_estimates({g.name: g.scores for g in rgs}, metrics,
+                                       seed=STATS_SEED)
+        att_iv = interval_estimates({g.name: g.attacked for g in rgs if g.attacked is not None},
+                                    metrics, seed=STATS_SEED)
+        poi = []
+        for x, y in combinations(rgs, 2):
+            poi.append((x.name, y.name, probability_of_improvement_ci(
+                x.scores, y.scores, seed=STATS_SEED)))
+    return RunComparison(kind, label, note, rgs, intervals, att_iv, poi, warn_list)
+
+
+def run_table(comp: RunComparison) -> tuple[list[str], list[list[str]]]:
+    """One row per group: runs, environments, clean and attacked aggregates with CIs, and the
+    certified return at the largest budget every run certifies (mean and minimum over runs)."""
+    headers = ["group", "runs", "env", "clean IQM [95% CI]", "clean mean [95% CI]",
+               "strongest attack: mean [95% CI]", "certified E[R]: mean (min) over runs"]
+    rows = []
+    for g in comp.groups:
+        iv = comp.intervals[g.name]
+        av = comp.attacked_intervals.get(g.name)
+        b = common_budget(g.items)
+        bounds = [r.bound for r in (row_at(it, b) for it in g.items)
+                  if r is not None and r.bound is not None]
+        if b is not None and len(bounds) == len(g.items):
+            cert = f"{fnum(float(np.mean(bounds)))} ({fnum(min(bounds))}) at B={b:g}"
+        else:
+            cert = "-"
+        rows.append([
+            g.name, str(g.runs), ", ".join(g.tasks),
+            f"{fnum(iv['IQM'].point)} {fci([iv['IQM'].low, iv['IQM'].high])}",
+            f"{fnum(iv['mean'].point)} {fci([iv['mean'].low, iv['mean'].high])}",
+            (f"{fnum(av['mean'].point)} {fci([av['mean'].low, av['mean'].high])}"
+             if av else "-"),
+            cert,
+        ])
+    return headers, rows

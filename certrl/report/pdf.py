@@ -147,7 +147,8 @@ def _para(b: Para) -> list[Item]:
     lines = wrap(_strip(b.text), TEXT_W - indent - 0.05, size)
     bg = {"missing": "#fff4ec", "note": "#fff9e6", "statement": "#eef6fc"}.get(b.kind)
     return [_lines_item(lines, size, x=MARGIN_X + indent, pad=0.06 if bg else 0.03,
-                        bar=KIND_COLOR.get(b.kind), bg=bg, keep=b.text.rstrip().endswith(":"),
+                        bar=KIND_COLOR.get(b.kind), bg=bg,
+                        keep=b.kind == "statement" or b.text.rstrip().endswith(":"),
                         color=MUTED if b.kind == "small" else "black")]
 
 
