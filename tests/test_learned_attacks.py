@@ -193,14 +193,16 @@ def test_rs_scan_selection_cache_and_rs_mad_reuse(
     assert [(s["sarsa_eps"], s["sarsa_reg"]) for s in scan] == [(0.02, 1.0), (0.2, 1.0)]
     best = min(scan, key=lambda s: s["selection_return"])
     assert (cfg["sarsa_eps"], cfg["sarsa_reg"]) == (best["sarsa_eps"], best["sarsa_reg"])
-    assert cfg["cached"] is False and all(s["reg_loss"] > 0 for s in scan)
+    assert hook.details()["cached"] is False and all(s["reg_loss"] > 0 for s in scan)
+    assert "cached" not in cfg and "fit_seconds" not in scan[0]  # config() is the resume key
 
     def no_collection(*a: object, **k: object) -> None:
         raise AssertionError("critics should come from the cache")
 
     monkeypatch.setattr(critic_mod, "collect_transitions", no_collection)
     again = ATTACKS["rs"].factory(threat, policy, spec, cache_dir=tmp_path, **opts)
-    assert again.config()["cached"] is True
+    assert again.details()["cached"] is True
+    assert again.config() == hook.config()  # same --resume key, trained or loaded
     for k, v in hook.q_state.items():  # type: ignore[union-attr]
         assert torch.equal(v, again.q_state[k])  # type: ignore[index]
     # rs+mad reuses the per-setting critics (no new rollouts) and adds the KL term
@@ -266,7 +268,7 @@ def test_optimal_adversary_beats_random_and_is_cached(
     t0 = time.perf_counter()
     hook = ATTACKS["optimal"].factory(threat, policy, spec, **opts)
     t_train = time.perf_counter() - t0
-    assert isinstance(hook, OptimalAttackHook) and hook.config()["cached"] is False
+    assert isinstance(hook, OptimalAttackHook) and hook.details()["cached"] is False
     clean = _mean_return(policy, spec, [])
     rand = _mean_return(policy, spec, [_RandomSign(0.3)])
     att = _mean_return(policy, spec, [hook])
@@ -279,13 +281,14 @@ def test_optimal_adversary_beats_random_and_is_cached(
 
     t0 = time.perf_counter()
     again = ATTACKS["optimal"].factory(threat, policy, spec, **opts)
-    assert again.config()["cached"] is True
+    assert again.details()["cached"] is True
+    assert again.config() == hook.config()
     assert time.perf_counter() - t0 < 0.25 * t_train
     assert all(torch.equal(v, again.state[k]) for k, v in hook.state.items())  # type: ignore[union-attr,index]
     # a different threat model is a different adversary
     other = ATTACKS["optimal"].factory(ThreatModel(eps=0.2), policy, spec, train_steps=2048,
                                        cache_dir=tmp_path)
-    assert other.config()["cached"] is False
+    assert other.details()["cached"] is False
 
 
 def test_learned_adversary_determinism(pendulum: tuple[Policy, object]) -> None:
@@ -326,3 +329,28 @@ def test_pa_ad_actor_follows_direction_and_trains(
     for r in res:
         threat.audit(r)  # includes the temporal-coupling audit
         assert "max_step_change" in r.extras
+
+
+def test_fit_float32_keeps_recorded_perturbation_inside() -> None:
+    """Raw observations of magnitude 1e3 (an ulp is 6e-5): x + delta rounds past eps unless
+    pulled back; the recorded (x + delta) - x must satisfy the ball and the episode budget."""
+    from certrl.attacks.learned import fit_float32
+
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(256, 7, generator=gen) * 2 - 1) * 1000
+    for threat in (ThreatModel(eps=0.1, space="raw"),
+                   ThreatModel(eps=0.1, norm="l2", space="raw", episode_budget=0.15)):
+        delta = threat.project_step(torch.randn(256, 7, generator=gen))
+        spent = torch.full((256,), 0.01)
+        if threat.episode_budget is not None:
+            delta = threat.project(delta, None, spent)
+        naive = ((x + delta) - x).to(torch.float64)
+        nn_ = naive.abs().amax(1) if threat.norm == "linf" else naive.norm(dim=1)
+        assert float(nn_.max()) > threat.eps + 1e-6  # the bug this guards against is real
+        out = fit_float32(x, delta, threat, spent)
+        rec = (out - x).to(torch.float64)
+        n = rec.abs().amax(1) if threat.norm == "linf" else rec.norm(dim=1)
+        assert float(n.max()) <= threat.eps
+        if threat.episode_budget is not None:
+            assert float(((rec**2).sum(1) + 0.01).max()) <= threat.episode_budget**2
+        assert float((rec - delta).abs().max()) < 2e-4  # a few ulps, not a different attack

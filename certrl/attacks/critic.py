@@ -34,8 +34,13 @@ Robust Sarsa's strength depends on ``(sarsa_eps, lambda)``; as in the paper's sc
 (``scan_attacks.sh``) ``rs`` trains one ``Q`` per grid point (default ``{0.02, 0.1} x {0.1,
 1.0}``), attacks ``select_episodes`` selection episodes (master seed ``10000 + seed``, so never
 the evaluation episodes) with each and keeps the one giving the lowest mean return; the chosen
-setting and the whole scan are in the hook's ``config()``. Trained ``Q`` networks and the
-selection are cached (see :mod:`certrl.attacks.learned`).
+setting and the whole scan are in the hook's ``config()``.
+
+Smoothed victims (``smoothing_sigma``): the attack objective is averaged over ``eot_samples``
+(8) draws of the smoothing noise from the episode's attack stream (EOT); ``Q`` itself is fitted
+on the unsmoothed victim's transitions and the grid point is selected without noise (an
+approximation of ``Q`` of the smoothed policy, recorded as such in the configuration).
+Trained ``Q`` networks and the selection are cached (see :mod:`certrl.attacks.learned`).
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ from certrl.attacks.learned import (
     save_cached,
     single_thread,
     victim_act,
+    weights_digest,
 )
 from certrl.envs import EnvSpec
 from certrl.evaluator import EvalConfig, StepContext, run_episodes
@@ -335,17 +341,23 @@ class QAttackHook(LearnedAttackHook):
         if self.q_state is not None:
             self.q = load_qnet(self.q_state)
 
-    def objective(self, x: Tensor, nobs_true: Tensor) -> Any:
-        """The quantity the attack *maximizes* over ``x_hat`` (per row)."""
+    def objective(self, x: Tensor, nobs_true: Tensor, noise: Tensor | None = None) -> Any:
+        """The quantity the attack *maximizes* over ``x_hat`` (per row): ``-Q(s, pi(x_hat))``
+        (+ the MAD KL). ``noise [B, K, d]``: smoothing-noise draws; the objective is then the
+        mean over ``k`` of its value at ``x_hat + noise_k`` (EOT)."""
         assert self._policy is not None and self.q is not None
         policy, q = self._policy, self.q
+        k = 1 if noise is None else int(noise.shape[1])
+        s_true = nobs_true if noise is None else nobs_true.repeat_interleave(k, 0)
 
         def f(xh: Tensor) -> Tensor:
+            if noise is not None:
+                xh = (xh[:, None, :] + noise).reshape(-1, xh.shape[1])
             nh = self.to_policy_space(xh)
-            val = -q(nobs_true, action_repr(policy, nh))
+            val = -q(s_true, action_repr(policy, nh))
             if self.mad_weight:
-                val = val + self.mad_weight * _mad_kl(policy, nobs_true, nh)
-            return val
+                val = val + self.mad_weight * _mad_kl(policy, s_true, nh)
+            return val.reshape(-1, k).mean(1)
 
         return f
 
@@ -355,7 +367,7 @@ class QAttackHook(LearnedAttackHook):
         with torch.no_grad():
             nobs_true = self.to_policy_space(x)
         return projected_sign_ascent(
-            self.objective(x, nobs_true),
+            self.objective(x, nobs_true, self.eot_noise(ctx, x.shape[1])),
             x,
             self.threat,
             self.threat.project_step,
@@ -384,6 +396,8 @@ _ATTACK_OPTS = {
     "cache_dir",
     "progress",
     "retrain",
+    "smoothing_sigma",
+    "eot_samples",
 }
 
 
@@ -469,18 +483,25 @@ def build_q_attack(
     if mad_weight:
         base_info["mad_weight"] = mad_weight
 
+    sigma = options.get("smoothing_sigma")
+    smoothing_sigma = None if sigma in (None, "", "none") else as_float("smoothing_sigma", sigma)
+    eot_samples = as_int("eot_samples", options.get("eot_samples", 8))
+
     def make(q_state: dict[str, Tensor] | None, info: dict[str, Any]) -> QAttackHook:
         h = QAttackHook(
             threat,
             q_state,
             policy.obs_dim,
             ss.hidden,
-            {**base_info, **info},
+            {**base_info, **info, "weights_sha256": weights_digest(q_state)},
             steps=steps,
             step_frac=step_frac,
             mad_weight=mad_weight,
             name=name,
         )
+        h.set_smoothing(smoothing_sigma, eot_samples)
+        if smoothing_sigma is not None:
+            h.info["q_fit"] = "unsmoothed victim transitions (EOT only in the attack objective)"
         return h
 
     if threat.eps == 0:
@@ -526,6 +547,7 @@ def build_q_attack(
     if len(fits) > 1:
         for i, ((e, g), state, stats, _) in enumerate(fits):
             h = make(state, {})
+            h.smoothing_sigma = None  # select on the unsmoothed victim (the key ignores sigma)
             ret = _eval_hook(h, policy, spec, n_sel, ss.seed, det)
             scan.append({"sarsa_eps": e, "sarsa_reg": g, "selection_return": ret, **stats})
             if ret < scan[best]["selection_return"]:
@@ -563,7 +585,7 @@ def build_q_attack(
     return make(state, info)
 
 
-@register_attack("critic")
+@register_attack("critic", learned=True, eot=True, mode_option="deterministic")
 def critic_attack(
     threat: ThreatModel, policy: Policy, spec: EnvSpec, **options: Any
 ) -> QAttackHook:
@@ -571,7 +593,7 @@ def critic_attack(
     return build_q_attack("critic", threat, policy, spec, options)
 
 
-@register_attack("rs")
+@register_attack("rs", learned=True, eot=True, mode_option="deterministic")
 def robust_sarsa_attack(
     threat: ThreatModel, policy: Policy, spec: EnvSpec, **options: Any
 ) -> QAttackHook:
@@ -579,7 +601,7 @@ def robust_sarsa_attack(
     return build_q_attack("rs", threat, policy, spec, options)
 
 
-@register_attack("rs+mad")
+@register_attack("rs+mad", learned=True, eot=True, mode_option="deterministic")
 def rs_mad_attack(
     threat: ThreatModel, policy: Policy, spec: EnvSpec, **options: Any
 ) -> QAttackHook:

@@ -26,6 +26,16 @@ perturbation and spent budget).
 The adversary observes the victim's *normalized true* state (standardized once more with
 statistics from a short clean warm-up rollout, stored with the weights).
 
+Smoothed victims (option ``smoothing_sigma``, set by ``certrl attack --smoothing-sigma``): the
+adversary / director is trained against the *smoothed* victim (Gaussian noise added after the
+perturbation in the rollouts, as :class:`certrl.smoothing.GaussianSmoothing` does at evaluation),
+so it learns to attack the expectation over the noise. ``victim_deterministic=false`` trains
+against the stochastic victim (``--stochastic``).
+
+Registry metadata (``ATTACKS[name].options``): ``learned`` (trains; accepts ``cache_dir`` /
+``retrain`` / ``progress``), ``eot`` (accepts ``smoothing_sigma``), ``mode_option`` (the option
+that selects the victim's deterministic / stochastic mode).
+
 Training happens in the factory, in the main process, seeded (``seed`` option): the same seed
 gives the same adversary weights, bit for bit, on one machine (training runs single-threaded).
 Trained adversaries are cached as ``safetensors`` + JSON in ``cache_dir`` (default
@@ -382,9 +392,42 @@ class ThreatState:
         return {"max_step_change": float(self.max_change[slot])}
 
 
+#: Keys of a hook's ``info`` that describe *how* it was obtained this time (from the cache or
+#: not, wall-clock seconds) rather than *what* it is: left out of :meth:`LearnedAttackHook.config`
+#: (the journal key of ``--resume``), kept in :meth:`LearnedAttackHook.details`.
+VOLATILE_INFO = frozenset({"cached", "train_seconds", "fit_seconds"})
+
+
+def _stable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _stable(v) for k, v in x.items() if k not in VOLATILE_INFO}
+    if isinstance(x, list):
+        return [_stable(v) for v in x]
+    return x
+
+
+def weights_digest(state: dict[str, Tensor] | None) -> str | None:
+    """SHA-256 of a state dict (names and float64 values): identifies trained weights in the
+    hook's configuration, so a resumed run never mixes episodes of two different adversaries."""
+    if state is None:
+        return None
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().to(torch.float64).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 class LearnedAttackHook(ObservationHook):
-    """Common part of the learned observation attacks: threat-model bookkeeping per slot and
-    the mapping between the hook's space and the policy's normalized space."""
+    """Common part of the learned observation attacks: threat-model bookkeeping per slot, the
+    mapping between the hook's space and the policy's normalized space, and the expectation
+    over policy-smoothing noise (EOT) when the victim is a smoothed policy.
+
+    ``smoothing_sigma`` / ``eot_samples``: the victim acts on ``x_hat + sigma z`` (the
+    defender's noise, added by :class:`certrl.smoothing.GaussianSmoothing` *after* the attack,
+    in the same space); gradient-based attacks then maximize the average of their objective
+    over ``eot_samples`` draws of ``z`` from the episode's attack stream (Athalye et al. 2018,
+    expectation over transformation), so they never see the defender's actual noise."""
 
     name = "learned"
     adversarial = True
@@ -393,11 +436,35 @@ class LearnedAttackHook(ObservationHook):
         self.threat = threat
         self.space = threat.space
         self.info = info
+        self.smoothing_sigma: float | None = None
+        self.eot_samples = 0
         self._state: ThreatState | None = None
         self._policy: Policy | None = None
 
     def config(self) -> dict[str, Any]:
+        """What the attack is (stable across runs and cache hits; the ``--resume`` key)."""
+        return {"name": self.name, "space": self.space, **_stable(self.info)}
+
+    def details(self) -> dict[str, Any]:
+        """:meth:`config` plus how it was obtained (cached, training seconds)."""
         return {"name": self.name, "space": self.space, **self.info}
+
+    def set_smoothing(self, sigma: float | None, samples: int) -> None:
+        if sigma is not None and not (math.isfinite(sigma) and sigma > 0):
+            raise AttackError(f"smoothing_sigma must be > 0, got {sigma}")
+        if samples < 1:
+            raise AttackError(f"eot_samples must be >= 1, got {samples}")
+        self.smoothing_sigma = sigma
+        self.eot_samples = samples if sigma is not None else 0
+        if sigma is not None:
+            self.info = {**self.info, "smoothing_sigma": sigma, "eot_samples": samples}
+
+    def eot_noise(self, ctx: StepContext, dim: int) -> Tensor | None:
+        """``sigma * z``, ``[B, K, dim]``, from each episode's attack stream (or ``None``)."""
+        if self.smoothing_sigma is None:
+            return None
+        z = np.stack([g.standard_normal((self.eot_samples, dim)) for g in ctx.rngs])
+        return self.smoothing_sigma * torch.as_tensor(z, dtype=torch.float32)
 
     def bind(self, policy: Policy, spec: EnvSpec, n_slots: int) -> None:
         self._policy = policy
@@ -436,11 +503,33 @@ class LearnedAttackHook(ObservationHook):
         assert self._state is not None
         slots = np.asarray(ctx.slots)
         delta = self._state.project(self.perturbation(x, ctx).detach(), slots)
-        self._state.commit(delta, slots)
-        return x + delta
+        out = fit_float32(x, delta, self.threat, self._state.spent[slots])
+        self._state.commit(out - x, slots)  # what the evaluator records and audits
+        return out
 
     def perturbation(self, x: Tensor, ctx: StepContext) -> Tensor:  # pragma: no cover
         raise NotImplementedError
+
+
+def fit_float32(x: Tensor, delta: Tensor, threat: ThreatModel, spent_sq: Tensor) -> Tensor:
+    """``x + delta``, moved towards ``x`` by single ulps on rows where float32 rounding of the
+    sum made the *recorded* perturbation ``(x + delta) - x`` exceed the per-step radius or the
+    remaining episode budget (possible for raw observations with ``|x| > 16``, where an ulp
+    exceeds the audit's 1e-6 slack). At most 16 rounds; rows already feasible are untouched."""
+    out = x + delta
+    rem = None
+    if threat.episode_budget is not None:
+        rem = threat.episode_budget**2 - spent_sq.to(torch.float64)
+    for _ in range(16):
+        d = (out - x).to(torch.float64)
+        n = d.abs().amax(1) if threat.norm == "linf" else d.norm(dim=1)
+        bad = n > threat.eps
+        if rem is not None:
+            bad = bad | ((d**2).sum(1) > rem)
+        if not bool(bad.any()):
+            break
+        out = torch.where(bad[:, None], torch.nextafter(out, x), out)
+    return out
 
 
 def projected_sign_ascent(
@@ -499,6 +588,7 @@ class PPOSettings:
     log_std_init: float = 0.0
     warmup_steps: int = 64
     victim_deterministic: bool = True
+    smoothing_sigma: float = 0.0  # > 0: train against the smoothed victim (noise after delta)
     seed: int = 0
 
 
@@ -612,7 +702,10 @@ def train_adversary_ppo(
                     xs = space_obs(x)
                     delta = tstate.project(perturb(u, xs, nobs).detach(), slots)
                     tstate.commit(delta, slots)
-                    nobs_hat = normalized(xs + delta) if threat.space == "raw" else xs + delta
+                    seen = xs + delta
+                    if s.smoothing_sigma > 0:  # the defender's noise, after the perturbation
+                        seen = seen + s.smoothing_sigma * torch.randn(seen.shape, generator=gen)
+                    nobs_hat = normalized(seen) if threat.space == "raw" else seen
                     a = victim_act(policy, nobs_hat, det, gen)
                     nxt, r, term, trunc = envs.step(a.numpy(), policy.discrete)
                     obs_b[t], u_b[t], logp_b[t], val_b[t] = nobs, u, logp, v
@@ -806,6 +899,8 @@ def _ppo_settings(options: dict[str, Any]) -> PPOSettings:
     s = PPOSettings(**kw)
     if s.train_steps < 1 or s.n_envs < 1 or s.n_steps < 1 or s.epochs < 0:
         raise AttackError("train_steps, n_envs and n_steps must be >= 1")
+    if not (math.isfinite(s.smoothing_sigma) and s.smoothing_sigma >= 0):
+        raise AttackError(f"smoothing_sigma must be >= 0, got {s.smoothing_sigma}")
     return s
 
 
@@ -887,6 +982,7 @@ def _learned_factory(
     )
     stats = trained.meta.get("stats", {})
     info.update(
+        weights_sha256=weights_digest(trained.state),
         cached=trained.cached,
         train_seconds=stats.get("train_seconds"),
         train_steps=stats.get("steps"),
@@ -905,7 +1001,8 @@ def _learned_factory(
     return hook
 
 
-@register_attack("optimal")
+@register_attack("optimal", learned=True, eot=True,
+                 mode_option="victim_deterministic")
 def optimal_attack(
     threat: ThreatModel, policy: Policy, spec: EnvSpec, **options: Any
 ) -> OptimalAttackHook:
@@ -917,7 +1014,8 @@ def optimal_attack(
     return _learned_factory("optimal", threat, policy, spec, options)
 
 
-@register_attack("pa-ad")
+@register_attack("pa-ad", learned=True, eot=True,
+                 mode_option="victim_deterministic")
 def pa_ad_attack(
     threat: ThreatModel, policy: Policy, spec: EnvSpec, **options: Any
 ) -> OptimalAttackHook:
