@@ -27,8 +27,11 @@ test: install
 lint: install
 	$(BIN)/ruff check certrl tests benchmarks scripts
 
+# Speed targets live here (ratios against baselines measured in the same run), not in tests.
 bench: install
 	$(BIN)/python benchmarks/bench_evaluator.py
+	$(BIN)/python benchmarks/bench_throughput.py
+	$(BIN)/python benchmarks/bench_attacks.py
 
 # Robustness reports of the bundled demo policies (HTML + PDF) in reports/; see the script.
 reports: install

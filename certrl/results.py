@@ -55,6 +55,12 @@ def _clean(x: Any) -> Any:
     return x
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_json(path: str | Path, data: dict[str, Any]) -> None:
     path = Path(path)
     text = json.dumps(_clean(data), indent=1, allow_nan=False) + "\n"
@@ -64,6 +70,7 @@ def atomic_write_json(path: str | Path, data: dict[str, Any]) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; results are shared files
         os.replace(tmp, path)
     except BaseException:
         try:
