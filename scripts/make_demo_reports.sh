@@ -9,10 +9,10 @@
 #
 # Environment (defaults in brackets; the small values make a quick smoke run):
 #   BIN [.venv/bin]  RESULTS [results/demo]  OUT [reports]
-#   POLICIES ["hopper:hopper hopper-noisy:hopper cartpole:cartpole:0.1"]
+#   POLICIES ["hopper:hopper hopper-noisy:hopper cartpole-noisy:cartpole-v0:0.1"]
 #            (demo name:env alias[:attack eps]; without eps the environment's published budget)
 #   EVAL_EPISODES [100]  CERT_EPISODES [1000]  CERT_ATTACK_EPISODES [20]
-#   ATTACKS [random,fgsm,pgd,mad]  ATTACK_EPISODES [50]
+#   ATTACKS [random,gaussian,fgsm,pgd,mad,critic,rs]  ATTACK_EPISODES [50]
 #   STRESS_PARAMS [torso_mass=0.5:1.5,friction=0.5:1.5]  STRESS_GRID [5]  STRESS_EPISODES [10]
 #   WORKERS [all cores]
 # Same results files -> byte-identical reports. Runs are resumable: rerun with the same
@@ -22,11 +22,11 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 RESULTS=${RESULTS:-results/demo}
 OUT=${OUT:-reports}
-POLICIES=${POLICIES:-"hopper:hopper hopper-noisy:hopper cartpole:cartpole:0.1"}
+POLICIES=${POLICIES:-"hopper:hopper hopper-noisy:hopper cartpole-noisy:cartpole-v0:0.1"}
 EVAL_EPISODES=${EVAL_EPISODES:-100}
 CERT_EPISODES=${CERT_EPISODES:-1000}
 CERT_ATTACK_EPISODES=${CERT_ATTACK_EPISODES:-20}
-ATTACKS=${ATTACKS:-random,fgsm,pgd,mad}
+ATTACKS=${ATTACKS:-random,gaussian,fgsm,pgd,mad,critic,rs}
 ATTACK_EPISODES=${ATTACK_EPISODES:-50}
 STRESS_PARAMS=${STRESS_PARAMS:-torso_mass=0.5:1.5,friction=0.5:1.5}
 STRESS_GRID=${STRESS_GRID:-5}
