@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,7 +67,11 @@ class EnvSpec:
     def make(self, **extra: Any) -> gym.Env:
         kwargs = {**self.kwargs, **extra}
         try:
-            return gym.make(self.gym_id, disable_env_checker=True, **kwargs)
+            with warnings.catch_warnings():
+                # an alias names a deliberate version (cartpole-v0 is Kumar et al.'s setting):
+                # gymnasium's "out of date" warning would repeat for every environment
+                warnings.filterwarnings("ignore", message=".*is out of date.*")
+                return gym.make(self.gym_id, disable_env_checker=True, **kwargs)
         except TypeError as e:
             raise EnvError(f"{self.gym_id}: bad --env-kwargs ({e})") from None
 
