@@ -21,9 +21,10 @@ The certrl rows run several episodes per slot (``--episodes`` > workers x ``--ba
 that slots refill as attacked episodes end early.
 
 Measured (2 shared cores, demo:hopper, eps 0.075, defaults: 2 workers x batch 64): reference
-422 steps/s, certrl clean 9,063, certrl PGD-10 3,988: speedup 9.5x, attacked/clean 44% (batch
-32: 6.0x, 33%). What remains is per-iteration torch overhead (an autograd backward ~110 us
-plus ~20 small tensor ops per PGD iteration, whatever the batch), not physics.
+347 steps/s, certrl clean 14,643, certrl PGD-10 9,274: speedup 26.7x, attacked/clean 63%.
+(With autograd gradients instead of the closed-form MLP gradients of
+``certrl.attacks.gradient.FastActionGrad``: 9.5x and 44%, the cost being autograd's fixed
+per-call overhead, not physics.)
 """
 
 from __future__ import annotations

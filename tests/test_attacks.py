@@ -521,3 +521,55 @@ def test_critic_adversaries_minimize_the_learned_q(tmp_path):
                           for v in grid], 1)
     assert (q_adv <= q_grid.min(1).values + 1e-3).all()
     assert (q_adv <= crit._qvals(pol, raw, crit._unit(pol, a)) + 1e-6).all()
+
+
+# ====================================================================== closed-form gradients
+@pytest.mark.parametrize("head,squash,act,out_act", [
+    ("gaussian", False, "tanh", None),
+    ("gaussian", True, "tanh", None),
+    ("deterministic", False, "relu", "tanh"),
+    ("linear", False, "relu", None),
+])
+@pytest.mark.parametrize("rows", [3, 40])
+def test_fast_action_gradient_equals_autograd(head, squash, act, out_act, rows):
+    """The closed-form PGD objective and gradient for MLP policies match autograd through
+    ``action_repr`` (the general path), including the clamp of unsquashed heads and padding."""
+    from certrl.attacks.gradient import FastActionGrad
+    from certrl.attacks.learned import action_repr
+
+    torch.manual_seed(0)
+    net = build_mlp([5, 16, 16, 2], act, out_act)
+    with torch.no_grad():  # large outputs, so the action clamp and tanh saturation are hit
+        net[-1 if out_act is None else -2].weight.mul_(4.0)
+    pol = Policy(net, head, 5, action_low=np.array([-1.0, -0.5]),
+                 action_high=np.array([1.0, 2.0]), squash=squash,
+                 log_std=torch.zeros(2) if head == "gaussian" else None)
+    fast = FastActionGrad.build(pol, "action")
+    assert fast is not None
+    z = torch.randn(rows, 5) * 2
+    ref = torch.rand(rows, 2) * 2 - 1
+    v, g = fast.value_grad(z, ref)
+    zz = z.clone().requires_grad_(True)
+    with torch.enable_grad():
+        v_ag = ((action_repr(pol, zz) - ref) ** 2).sum(-1)
+        (g_ag,) = torch.autograd.grad(v_ag.sum(), zz)
+    assert torch.allclose(v, v_ag.detach(), rtol=1e-5, atol=1e-6)
+    assert torch.allclose(g, g_ag, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(fast.value(z, ref), v, rtol=0, atol=0)
+    assert FastActionGrad.build(pol, "kl") is None  # KL objectives keep autograd
+
+
+def test_fast_path_pgd_is_batch_invariant_on_hopper():
+    """PGD with the closed-form gradient gives the same attacked returns at batch 1 and 5."""
+    spec = resolve_env("hopper", {"max_episode_steps": 60})
+    pol = random_policy("Hopper-v5", seed=3)
+    th = ThreatModel(0.1, "linf", "normalized")
+    res = []
+    for bs in (1, 5):
+        hook = ATTACKS["pgd"].factory(th, pol, spec)
+        out = run_episodes(pol, spec, list(range(5)), EvalConfig(seed=4, batch_size=bs),
+                           obs_hooks=[hook])
+        assert hook._obj is not None and hook._obj.fast is not None  # the closed-form path
+        assert max(r.obs_linf_max for r in out) > 0.09  # it attacked
+        res.append(by_index(out))
+    assert res[0] == res[1]

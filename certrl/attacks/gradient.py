@@ -122,6 +122,124 @@ def _padded(fn: Callable[[Tensor], Any], x: Tensor) -> Any:
     return out[:n]
 
 
+class FastActionGrad:
+    """Closed-form value and input gradient of the ``action`` objective for plain MLP policies.
+
+    ``||a(z) - a_ref||^2`` per row and its gradient w.r.t. ``z`` (the network input), computed
+    with explicit matrix products instead of autograd: the same numbers up to float32 rounding
+    (tested against autograd), at a fraction of autograd's fixed per-call overhead, which
+    dominates PGD on the small networks of RL policies (~10 autograd graphs per env step).
+    Applies when the policy's network is an ``nn.Sequential`` of ``Linear`` / ``Tanh`` /
+    ``ReLU`` layers and its head is continuous (``gaussian``, ``linear`` or ``deterministic``);
+    :meth:`build` returns ``None`` otherwise and the attack uses autograd. The action
+    representation is :func:`~certrl.attacks.learned.action_repr`'s: ``tanh(mean)`` for
+    squashed gaussian heads, the output for deterministic heads, else the mean clamped to the
+    action box (straight-through gradient) and rescaled to ``[-1, 1]``.
+    """
+
+    def __init__(self, layers: list[tuple[str, Tensor | None, Tensor | None]], out: str,
+                 scale: Tensor | None, low: Tensor, high: Tensor) -> None:
+        self.layers = layers
+        self.out = out  # "tanh" | "identity" | "unit"
+        self.scale = scale  # 2 / (high - low) for "unit"
+        self.low, self.high = low, high
+
+    @staticmethod
+    def build(policy: Policy, kind: str) -> FastActionGrad | None:
+        if kind != "action" or policy.discrete or policy.head not in (
+                "gaussian", "linear", "deterministic"):
+            return None
+        net = policy.net
+        if not isinstance(net, torch.nn.Sequential):
+            return None
+        layers: list[tuple[str, Tensor | None, Tensor | None]] = []
+        for m in net:
+            if isinstance(m, torch.nn.Linear):
+                b = None if m.bias is None else m.bias.detach()
+                layers.append(("linear", m.weight.detach(), b))
+            elif isinstance(m, torch.nn.Tanh):
+                layers.append(("tanh", None, None))
+            elif isinstance(m, torch.nn.ReLU):
+                layers.append(("relu", None, None))
+            else:
+                return None
+        low, high = policy._low, policy._high
+        if policy.head == "gaussian" and policy.squash:
+            return FastActionGrad(layers, "tanh", None, low, high)
+        if policy.head == "deterministic":
+            return FastActionGrad(layers, "identity", None, low, high)
+        scale = 2.0 / torch.clamp(high - low, min=1e-12)
+        return FastActionGrad(layers, "unit", scale, low, high)
+
+    def _forward(self, z: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Output and, per layer, what its backward needs (tanh: its output; relu: its
+        input; linear: nothing)."""
+        saved: list[Tensor] = []
+        h = z
+        for kind, w, b in self.layers:
+            if kind == "linear":
+                assert w is not None
+                saved.append(h)
+                h = torch.addmm(b, h, w.t()) if b is not None else h @ w.t()
+            elif kind == "tanh":
+                h = torch.tanh(h)
+                saved.append(h)
+            else:
+                saved.append(h)
+                h = torch.relu(h)
+        return h, saved
+
+    def repr(self, z: Tensor) -> Tensor:
+        """``action_repr`` of the policy on ``z`` (no gradient)."""
+        out, _ = self._forward(_pad_rows(z))
+        return self._out(out)[: z.shape[0]]
+
+    def _out(self, out: Tensor) -> Tensor:
+        if self.out == "tanh":
+            return torch.tanh(out)
+        if self.out == "identity":
+            return out
+        assert self.scale is not None
+        return (torch.minimum(torch.maximum(out, self.low), self.high) - self.low) * self.scale - 1
+
+    def value(self, z: Tensor, ref: Tensor) -> Tensor:
+        """``||repr(z) - ref||^2`` per row."""
+        diff = self.repr(z) - ref
+        return (diff * diff).sum(-1)
+
+    def value_grad(self, z: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
+        """``(||repr(z) - ref||^2 [B], d/dz [B, d])``."""
+        n = z.shape[0]
+        zp = _pad_rows(z)
+        out, saved = self._forward(zp)
+        a = self._out(out)[:n]
+        diff = a - ref
+        v = (diff * diff).sum(-1)
+        g = 2.0 * diff
+        if self.out == "tanh":
+            g = g * (1.0 - a * a)
+        elif self.out == "unit":
+            g = g * self.scale
+        if zp.shape[0] != n:
+            g = torch.cat([g, g.new_zeros((zp.shape[0] - n, g.shape[1]))], 0)
+        for (kind, w, _), s in zip(reversed(self.layers), reversed(saved), strict=True):
+            if kind == "linear":
+                assert w is not None
+                g = g @ w
+            elif kind == "tanh":  # s = tanh output
+                g = g * (1.0 - s * s)
+            else:  # s = relu input
+                g = g * (s > 0).to(g.dtype)
+        return v, g[:n]
+
+
+def _pad_rows(x: Tensor) -> Tensor:
+    n = x.shape[0]
+    if n >= MIN_ROWS:
+        return x
+    return torch.cat([x, x.new_zeros((MIN_ROWS - n, *x.shape[1:]))], 0)
+
+
 class Objective:
     """A per-row quantity the attack maximizes: ``value(nobs_hat, reference(nobs))``.
 
@@ -136,6 +254,7 @@ class Objective:
             kind == "kl" and not policy.discrete and policy.head == "gaussian"
             and (policy.log_std is not None or policy.state_dependent_std)
         )
+        self.fast = FastActionGrad.build(policy, kind)
 
     def _params(self, nobs: Tensor) -> tuple[Tensor, Tensor | None]:
         return _padded(self.policy.distribution_params, nobs)  # type: ignore[no-any-return]
@@ -144,6 +263,9 @@ class Objective:
         return _padded(lambda z: action_repr(self.policy, z), nobs)  # type: ignore[no-any-return]
 
     def reference(self, nobs: Tensor) -> Any:
+        if self.fast is not None:
+            with torch.no_grad():
+                return self.fast.repr(nobs)
         with torch.no_grad():
             if self.policy.discrete:
                 logits = self._params(nobs)[0]
@@ -486,8 +608,20 @@ class GradientAttackHook(ObservationHook):
         assert self._obj is not None
         obj = self._obj
         b, d = x.shape
+        assert self._policy is not None
+        # closed-form gradients where the input map is the identity (normalized space, or a
+        # policy without normalization); autograd otherwise
+        fast = obj.fast if (self.space != "raw" or self._policy.obs_norm is None) else None
         if self.eot_sigma is None:
             ref = obj.reference(self.to_policy_space(x))
+            if fast is not None:
+                fa = fast
+
+                def f_fast(delta: Tensor) -> Tensor:
+                    return fa.value(x + delta, ref)
+
+                f_fast.value_grad = lambda delta: fa.value_grad(x + delta, ref)  # type: ignore[attr-defined]
+                return f_fast
 
             def f(delta: Tensor) -> Tensor:
                 return obj.value(self.to_policy_space(x + delta), ref)
@@ -496,6 +630,20 @@ class GradientAttackHook(ObservationHook):
         n = self.eot_samples
         z = _normal(ctx.rngs, (n, d)).transpose(0, 1) * self.eot_sigma  # [n, B, d]
         ref = obj.reference(self.to_policy_space((x[None] + z).reshape(n * b, d)))
+        if fast is not None:
+            fe = fast
+
+            def f_eot_fast(delta: Tensor) -> Tensor:
+                xs = ((x + delta)[None] + z).reshape(n * b, d)
+                return fe.value(xs, ref).reshape(n, b).mean(0)
+
+            def vg_eot(delta: Tensor) -> tuple[Tensor, Tensor]:
+                xs = ((x + delta)[None] + z).reshape(n * b, d)
+                v, g = fe.value_grad(xs, ref)
+                return v.reshape(n, b).mean(0), g.reshape(n, b, d).mean(0)
+
+            f_eot_fast.value_grad = vg_eot  # type: ignore[attr-defined]
+            return f_eot_fast
 
         def f_eot(delta: Tensor) -> Tensor:
             xs = ((x + delta)[None] + z).reshape(n * b, d)
@@ -505,6 +653,11 @@ class GradientAttackHook(ObservationHook):
 
     @staticmethod
     def _value_grad(f: Callable[[Tensor], Tensor], delta: Tensor) -> tuple[Tensor, Tensor]:
+        fast = getattr(f, "value_grad", None)
+        if fast is not None:
+            with torch.no_grad():
+                v, g = fast(delta.detach())
+            return v, g
         dv = delta.detach().clone().requires_grad_(True)
         with torch.enable_grad():
             v = f(dv)
