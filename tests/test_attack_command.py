@@ -297,3 +297,20 @@ def test_action_attacks_alpha_and_discrete_skip(
     assert "skipping" in err and "continuous actions only" in err
     kept = [n for n in acts if not ATTACKS[n].options.get("continuous_only")]
     assert sorted(_load(tmp_path / "cp")["attacks"]["results"]) == kept
+
+
+def test_alpha_sized_action_attacks_need_no_eps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """CartPole has no published observation budget; action-pr is sized by --alpha alone."""
+    bundle = random_bundle(tmp_path, "CartPole-v1", normalize=False)
+    out = tmp_path / "o"
+    rc, _, err = _run(capsys, "attack", str(bundle), "--env", "cartpole", "--attack",
+                      "action-pr", "--alpha", "0.5", "--episodes", "4", "--workers", "1",
+                      "--out", str(out))
+    assert rc == 0, err
+    res = _load(out)["attacks"]["results"]["action-pr"]
+    assert res["kind"] == "action" and len(res["returns"]) == 4
+    rc, _, err = _run(capsys, "attack", str(bundle), "--env", "cartpole", "--attack", "pgd",
+                      "--episodes", "2", "--workers", "1", "--out", str(out))
+    assert rc == 2 and "no published default budget" in err

@@ -175,6 +175,10 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_attack)
 
 
+#: Action attacks whose size is ``--alpha`` (they need no ``--eps``).
+ALPHA_ONLY = frozenset({"action-pr", "action-nr"})
+
+
 def _threat(args: argparse.Namespace, policy: Any, spec: Any, space: str) -> Any:
     from certrl.attacks.base import AttackError, ThreatModel
 
@@ -346,6 +350,9 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
               file=sys.stderr)
         names = [n for n in names if n not in skipped]
     space = resolve_space(policy, args.space)
+    if args.eps is None and spec.default_eps is None and all(
+            n in ALPHA_ONLY for n in names):
+        args.eps = 0.0  # mixing/replacement attacks are sized by --alpha alone
     threat = _threat(args, policy, spec, space)
     cache_dir = args.cache_dir if args.cache_dir is not None else str(
         job.results_file.parent / ".cache")
