@@ -144,8 +144,10 @@ class ThreatModel:
                 f"B={self.episode_budget:g}"
             )
         coupled = r.extras.get("max_step_change")
+        # float32 rounding of the observation (see ThreatState): never more than that
+        rounding = float(r.extras.get("coupling_rounding", 0.0))
         if (self.eps_bar is not None and coupled is not None
-                and coupled > self.eps_bar + AUDIT_SLACK):
+                and coupled > self.eps_bar + AUDIT_SLACK + rounding):
             raise BudgetViolation(
                 f"episode {r.index}: ||delta_t - delta_(t-1)|| = {coupled:.8g} exceeds "
                 f"eps_bar={self.eps_bar:g}"

@@ -561,7 +561,7 @@ class GradientAttackHook(ObservationHook):
         with torch.no_grad():
             delta = project(self.perturbation(x, ctx, radius, project).detach())
             new = round_towards(x, delta)
-        self._state.commit(new - x, slots)  # exactly what the evaluator records
+        self._state.commit(new - x, slots, x)  # exactly what the evaluator records
         return new
 
     # ------------------------------------------------------------------ pieces

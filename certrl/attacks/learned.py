@@ -348,21 +348,33 @@ class EnvBatch:
 # ====================================================================== threat-model state
 class ThreatState:
     """Per-slot previous perturbation and spent episode budget (temporal coupling, episode
-    budget); also the largest ``||delta_t - delta_(t-1)||`` per slot for the audit."""
+    budget); also the largest ``||delta_t - delta_(t-1)||`` per slot for the audit, and how much
+    of it float32 rounding of the observation can explain (``coupling_rounding``).
+
+    Why the rounding term: the applied perturbation is ``fl(x + delta) - x`` in float32, so two
+    consecutive applied perturbations can differ by up to a few ulps of ``|x|`` per coordinate
+    even when the adversary's ``delta`` s satisfy the coupling exactly (with ``eps_bar = 0``
+    no margin can absorb that). :meth:`commit` bounds it per coordinate by
+    ``2 * eps_float32 * (|x| + |delta|)`` for each of the two steps; the audit accepts a change
+    up to ``eps_bar`` plus that bound, never more."""
 
     def __init__(self, threat: ThreatModel, n: int, dim: int) -> None:
         self.threat = threat
         self.prev = torch.zeros(n, dim)
+        self.prev_ulp = torch.zeros(n, dim)
         self.started = np.zeros(n, dtype=bool)
         self.spent = torch.zeros(n)
         self.max_change = np.zeros(n)
+        self.max_rounding = np.zeros(n)
 
     def reset(self, slots: np.ndarray | list[int]) -> None:
         for k in slots:
             self.prev[k] = 0.0
+            self.prev_ulp[k] = 0.0
             self.started[k] = False
             self.spent[k] = 0.0
             self.max_change[k] = 0.0
+            self.max_rounding[k] = 0.0
 
     def project(self, delta: Tensor, slots: np.ndarray) -> Tensor:
         """Project ``delta`` onto every constraint given the slots' history."""
@@ -375,13 +387,24 @@ class ThreatState:
         spent = self.spent[slots] if th.episode_budget is not None else None
         return th.project(delta, prev, spent)
 
-    def commit(self, delta: Tensor, slots: np.ndarray) -> None:
+    def commit(self, delta: Tensor, slots: np.ndarray, x: Tensor | None = None) -> None:
+        """Record the applied ``delta`` (``x``: the observation it was added to, for the
+        rounding bound; ``None`` when ``delta`` is exact, e.g. in training)."""
         d = delta.detach().to(torch.float32)
+        ulp = (torch.zeros_like(d) if x is None else
+               2.0 * torch.finfo(torch.float32).eps * (x.detach().abs() + d.abs()))
         if self.threat.eps_bar is not None:
+            started = torch.as_tensor(self.started[slots])
             diff = (d - self.prev[slots]).flatten(1)
             ch = diff.abs().amax(1) if self.threat.norm == "linf" else diff.norm(dim=1)
-            ch = torch.where(torch.as_tensor(self.started[slots]), ch, torch.zeros_like(ch))
+            ch = torch.where(started, ch, torch.zeros_like(ch))
             self.max_change[slots] = np.maximum(self.max_change[slots], ch.numpy())
+            u = (ulp + self.prev_ulp[slots]).flatten(1)
+            un = u.amax(1) if self.threat.norm == "linf" else u.norm(dim=1)
+            un = torch.where(started, un, torch.zeros_like(un))
+            self.max_rounding[slots] = np.maximum(self.max_rounding[slots],
+                                                  un.to(torch.float64).numpy())
+        self.prev_ulp[slots] = ulp
         self.prev[slots] = d
         self.started[slots] = True
         self.spent[slots] += (d.to(torch.float64) ** 2).sum(1).to(torch.float32)
@@ -389,7 +412,8 @@ class ThreatState:
     def extras(self, slot: int) -> dict[str, Any]:
         if self.threat.eps_bar is None:
             return {}
-        return {"max_step_change": float(self.max_change[slot])}
+        return {"max_step_change": float(self.max_change[slot]),
+                "coupling_rounding": float(self.max_rounding[slot])}
 
 
 #: Keys of a hook's ``info`` that describe *how* it was obtained this time (from the cache or
@@ -504,7 +528,7 @@ class LearnedAttackHook(ObservationHook):
         slots = np.asarray(ctx.slots)
         delta = self._state.project(self.perturbation(x, ctx).detach(), slots)
         out = fit_float32(x, delta, self.threat, self._state.spent[slots])
-        self._state.commit(out - x, slots)  # what the evaluator records and audits
+        self._state.commit(out - x, slots, x)  # what the evaluator records and audits
         return out
 
     def perturbation(self, x: Tensor, ctx: StepContext) -> Tensor:  # pragma: no cover
