@@ -135,3 +135,23 @@ def test_certificate_stays_below_the_attacked_return_on_cartpole(tmp_path):
         assert 50.0 < bound <= att["mean"]
         # the attack really spent budget (audited against B by the attack's threat model)
         assert att["config"]["threat"]["episode_budget"] == row["budget"]
+
+
+def test_certify_keeps_a_larger_clean_evaluation(tmp_path):
+    """certify's short clean run (min(episodes, 100)) must not replace a longer evaluate run
+    of the same policy and seed in the results file; a shorter one is replaced."""
+    pol = random_bundle(tmp_path, "CartPole-v1", normalize=False)
+    out = tmp_path / "res"
+    common = ["--env", "cartpole", "--workers", "1", "--out", str(out), "--no-progress"]
+    assert main(["evaluate", str(pol), "--episodes", "30", *common]) == 0
+    f = out / "CartPole-v1_policy.json"
+    before = load_results(f)["evaluation"]
+    assert main(["certify", str(pol), "--episodes", "10", "--no-attack", *common]) == 0
+    data = load_results(f)
+    assert data["evaluation"] == before and data["evaluation"]["episodes"] == 30
+    assert data["certificates"]["clean_unsmoothed"]["episodes"] == 10
+    assert main(["certify", str(pol), "--episodes", "40", "--clean-episodes", "40",
+                 "--no-attack", *common]) == 0
+    data = load_results(f)
+    assert data["evaluation"]["episodes"] == 40
+    assert data["evaluation"]["returns"][:30] == before["returns"]  # same episodes, extended

@@ -114,6 +114,26 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_certify)
 
 
+def _has_larger_evaluation(path: Any, policy: dict[str, Any], ev: dict[str, Any]) -> bool:
+    """Whether the results file already holds a clean evaluation of the same policy, seed and
+    mode with at least as many episodes (episode i is the same episode in both, so certify's
+    shorter clean run would only shrink it): then that section is kept."""
+    from certrl.results import ResultsError, load_results
+
+    try:
+        old = load_results(path)
+    except ResultsError:
+        return False
+    prev = old.get("evaluation")
+    return (
+        isinstance(prev, dict)
+        and old.get("policy", {}).get("sha256") == policy.get("sha256")
+        and prev.get("seed") == ev.get("seed")
+        and prev.get("deterministic") == ev.get("deterministic")
+        and int(prev.get("episodes") or 0) >= int(ev.get("episodes") or 0)
+    )
+
+
 def return_lattice(spec: Any) -> np.ndarray | None:
     """The thresholds ``lower + k |r|``, ``k = 1..K``, when every return lies on that lattice.
 
@@ -296,12 +316,16 @@ def cmd_certify(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
                        "steps_per_second": round(sm_stats.steps_per_second, 1),
                        "retries": sm_stats.retries},
     }
+    policy_json = _policy_json(job, args.policy)
+    sections = {"certificates": section}
+    if not _has_larger_evaluation(job.results_file, policy_json, eval_sec):
+        sections["evaluation"] = eval_sec
     update_results(
         job.results_file,
         command=_command_line(argv),
         env=job.spec.to_json(),
-        policy=_policy_json(job, args.policy),
-        sections={"evaluation": eval_sec, "certificates": section},
+        policy=policy_json,
+        sections=sections,
     )
     finish_journal(job, "evaluation")
     finish_journal(job, "certificates")
