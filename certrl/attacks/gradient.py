@@ -523,8 +523,6 @@ class GradientAttackHook(ObservationHook):
     def bind(self, policy: Policy, spec: EnvSpec, n_slots: int) -> None:
         self._policy = policy
         self._state = ThreatState(self._inner, n_slots, policy.obs_dim)
-        # spent budget in float64: a float32 running sum drifts by ~1e-6 over long episodes
-        self._state.spent = torch.zeros(n_slots, dtype=torch.float64)
         self._obj = Objective(policy, self.objective)
         self._T = int(self.horizon or spec.horizon)
 

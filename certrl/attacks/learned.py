@@ -363,7 +363,9 @@ class ThreatState:
         self.prev = torch.zeros(n, dim)
         self.prev_ulp = torch.zeros(n, dim)
         self.started = np.zeros(n, dtype=bool)
-        self.spent = torch.zeros(n)
+        # spent budget in float64: a float32 running sum drifts by ~1e-6 over long episodes,
+        # enough to exceed the audit slack
+        self.spent = torch.zeros(n, dtype=torch.float64)
         self.max_change = np.zeros(n)
         self.max_rounding = np.zeros(n)
 
@@ -391,9 +393,9 @@ class ThreatState:
         """Record the applied ``delta`` (``x``: the observation it was added to, for the
         rounding bound; ``None`` when ``delta`` is exact, e.g. in training)."""
         d = delta.detach().to(torch.float32)
-        ulp = (torch.zeros_like(d) if x is None else
-               2.0 * torch.finfo(torch.float32).eps * (x.detach().abs() + d.abs()))
         if self.threat.eps_bar is not None:
+            ulp = (torch.zeros_like(d) if x is None else
+                   2.0 * torch.finfo(torch.float32).eps * (x.detach().abs() + d.abs()))
             started = torch.as_tensor(self.started[slots])
             diff = (d - self.prev[slots]).flatten(1)
             ch = diff.abs().amax(1) if self.threat.norm == "linf" else diff.norm(dim=1)
@@ -404,7 +406,7 @@ class ThreatState:
             un = torch.where(started, un, torch.zeros_like(un))
             self.max_rounding[slots] = np.maximum(self.max_rounding[slots],
                                                   un.to(torch.float64).numpy())
-        self.prev_ulp[slots] = ulp
+            self.prev_ulp[slots] = ulp
         self.prev[slots] = d
         self.started[slots] = True
         self.spent[slots] += (d.to(torch.float64) ** 2).sum(1).to(torch.float32)
