@@ -58,8 +58,8 @@ def _add_run_args(p: argparse.ArgumentParser, episodes: int) -> None:
                    "always gets the same environment seed and noise streams")
     p.add_argument("--workers", type=int, default=None,
                    help="local worker processes (default: all cores)")
-    p.add_argument("--batch-size", type=int, default=64,
-                   help="lockstep environments per worker (default 64); results do not "
+    p.add_argument("--batch-size", type=int, default=128,
+                   help="lockstep environments per worker (default 128); results do not "
                    "depend on it")
     p.add_argument("--engine", default="auto", choices=["auto", "gym", "mujoco"],
                    help="simulation engine: gym (gymnasium.make), mujoco (raw MjData on a thread "

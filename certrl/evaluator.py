@@ -30,7 +30,7 @@ because every slot owns a plain environment that is reset explicitly.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -61,6 +61,29 @@ def episode_env_seed(seed: int, episode: int) -> int:
     return int(ss.generate_state(1, dtype=np.uint32)[0])
 
 
+class RowGenerators(Sequence):
+    """The row-aligned generators of one hook (``rngs[j]`` for row ``j``), looked up only when
+    a hook uses them: most steps of most hooks never do (smoothing noise comes in blocks)."""
+
+    __slots__ = ("_table", "_slots")
+
+    def __init__(self, table: list[Any], slots: list[int]) -> None:
+        self._table = table
+        self._slots = slots
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def __getitem__(self, j: Any) -> Any:
+        if isinstance(j, slice):
+            return [self._table[k] for k in self._slots[j]]
+        return self._table[self._slots[j]]
+
+    def __iter__(self) -> Iterator[Any]:
+        table = self._table
+        return (table[k] for k in self._slots)
+
+
 @dataclass
 class StepContext:
     """What a hook sees at one lockstep step (rows = live episodes)."""
@@ -69,7 +92,7 @@ class StepContext:
     episodes: np.ndarray  # [B] episode indices
     slots: np.ndarray  # [B] slot ids (stable while an episode lives; for per-episode state)
     t: np.ndarray  # [B] step index within each episode
-    rngs: list[np.random.Generator]  # this hook's per-episode generators, row-aligned
+    rngs: Sequence[np.random.Generator]  # this hook's per-episode generators, row-aligned
     raw_obs: Tensor  # [B, obs_dim] the true (unperturbed) raw observation
     deterministic: bool
 
@@ -156,14 +179,34 @@ class EnvBatch:
     def reset(self, k: int, seed: int) -> np.ndarray:
         return self.envs[k].reset(seed=seed)[0]
 
+    def step_arrays(
+        self, ks: np.ndarray, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Step the environments of slots ``ks`` with ``actions`` (row ``j`` for slot
+        ``ks[j]``; a 1-D integer array for discrete actions). Returns ``(obs [n, obs_dim],
+        reward [n] float64, terminated [n] bool, truncated [n] bool)``."""
+        n = len(ks)
+        acts = actions.tolist() if actions.ndim == 1 else list(actions)
+        obs: list[np.ndarray] = []
+        rew = np.empty(n)
+        term = np.empty(n, dtype=bool)
+        trunc = np.empty(n, dtype=bool)
+        for j, k in enumerate(ks.tolist()):
+            o, r, te, tr, _ = self.envs[k].step(acts[j])
+            obs.append(np.asarray(o).reshape(-1))
+            rew[j], term[j], trunc[j] = float(r), bool(te), bool(tr)
+        return (np.stack(obs) if obs else np.empty((0, 0))), rew, term, trunc
+
     def step(
         self, ks: np.ndarray, actions: list[Any]
     ) -> list[tuple[np.ndarray, float, bool, bool]]:
-        out = []
-        for k, a in zip(ks, actions, strict=True):
-            o, r, term, trunc, _ = self.envs[k].step(a)
-            out.append((o, float(r), bool(term), bool(trunc)))
-        return out
+        """:meth:`step_arrays` as one ``(obs, reward, terminated, truncated)`` per row."""
+        o, r, te, tr = self.step_arrays(np.asarray(ks), np.asarray(actions))
+        return list(zip(o, r.tolist(), te.tolist(), tr.tolist(), strict=True))
+
+    def refresh(self, ks: np.ndarray) -> None:  # noqa: B027
+        """Called after per-step environment hooks changed the models of slots ``ks``
+        (engines that cache model quantities re-read them here)."""
 
     def close(self) -> None:
         for e in self.envs:
@@ -227,43 +270,59 @@ _FIELDS = set(EpisodeResult.__dataclass_fields__)
 @dataclass
 class EvalConfig:
     seed: int = 0
-    batch_size: int = 64
+    batch_size: int = 128
     deterministic: bool = True
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     engine: str = "gym"
 
 
-class _Slot:
-    __slots__ = (
-        "episode", "t", "ret", "cret", "nclip", "o_l2sq", "o_l2max", "o_linf",
-        "a_l2sq", "a_linf", "rng_policy", "rng_hooks",
-    )
+class BlockDraws:
+    """Per-slot draws from per-episode generators, fetched ``block`` steps at a time.
 
-    def start(self, episode: int, seed: int, hook_streams: list[int]) -> None:
-        self.episode = episode
-        self.t = 0
-        self.ret = 0.0
-        self.cret = 0.0
-        self.nclip = 0
-        self.o_l2sq = 0.0
-        self.o_l2max = 0.0
-        self.o_linf = 0.0
-        self.a_l2sq = 0.0
-        self.a_linf = 0.0
-        self.rng_policy = episode_rng(seed, episode, STREAM_POLICY)
-        self.rng_hooks = [episode_rng(seed, episode, s) for s in hook_streams]
+    ``take(slots)`` returns, for each slot, the next ``shape``-sized draw of that slot's
+    generator: exactly the numbers ``gen.standard_normal(shape)`` (or ``gen.random(shape)``)
+    would give when called once per step, because NumPy's ``Generator`` fills an array from its
+    bit stream element by element (``standard_normal((k, *shape))`` is ``k`` consecutive
+    ``standard_normal(shape)`` calls; tested). Drawing a block per slot instead of one small
+    array per row and step removes a per-row Python call from the lockstep loop; the generator
+    runs ahead by less than a block, which nothing else observes (each generator belongs to
+    one consumer). Results are returned as ``float32`` (the policy's dtype), as the per-step
+    draws were converted.
+    """
 
+    def __init__(self, width: int, shape: tuple[int, ...], kind: str = "normal",
+                 block: int = 64) -> None:
+        if kind not in ("normal", "uniform"):
+            raise ValueError(f"kind must be 'normal' or 'uniform', got {kind!r}")
+        self.shape = tuple(int(s) for s in shape)
+        self.kind = kind
+        self.block = int(block)
+        self.buf = np.empty((width, self.block, *self.shape), dtype=np.float32)
+        self.pos = np.full(width, self.block, dtype=np.int64)  # == block: buffer empty
+        self.gens: list[np.random.Generator | None] = [None] * width
 
-def _accumulate(norms: tuple[np.ndarray, np.ndarray], slots: list[_Slot], obs: bool) -> None:
-    l2, linf = norms
-    for j, s in enumerate(slots):
-        if obs:
-            s.o_l2sq += float(l2[j]) ** 2
-            s.o_l2max = max(s.o_l2max, float(l2[j]))
-            s.o_linf = max(s.o_linf, float(linf[j]))
-        else:
-            s.a_l2sq += float(l2[j]) ** 2
-            s.a_linf = max(s.a_linf, float(linf[j]))
+    def start(self, slot: int, gen: np.random.Generator) -> None:
+        """Slot ``slot`` begins an episode whose draws come from ``gen``."""
+        self.gens[slot] = gen
+        self.pos[slot] = self.block
+
+    def take(self, slots: np.ndarray) -> np.ndarray:
+        """The next draw of each slot in ``slots``: ``[len(slots), *shape]`` float32."""
+        pos = self.pos[slots]
+        empty = np.flatnonzero(pos >= self.block)
+        if empty.size:
+            size = (self.block, *self.shape)
+            for j in empty.tolist():
+                k = int(slots[j])
+                g = self.gens[k]
+                if g is None:
+                    raise RuntimeError(f"BlockDraws: slot {k} has no generator (start() first)")
+                self.buf[k] = g.standard_normal(size) if self.kind == "normal" else g.random(size)
+            pos[empty] = 0
+            self.pos[slots[empty]] = 0
+        out = self.buf[slots, pos]
+        self.pos[slots] = pos + 1
+        return out
 
 
 def _norms(delta: Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -298,7 +357,6 @@ def run_episodes(
         raise ValueError(f"hooks share an RNG stream: {streams}")
     raw_hooks = [h for h in obs_hooks if h.space == "raw"]
     norm_hooks = [h for h in obs_hooks if h.space != "raw"]
-    order = [*raw_hooks, *norm_hooks]
     hook_index = {id(h): k for k, h in enumerate(hooks)}
     width = max(1, int(cfg.batch_size))
     for h in hooks:
@@ -306,12 +364,26 @@ def run_episodes(
 
     it = iter(episodes)
     batch = make_batch(cfg.engine, spec, width, cfg.env_kwargs)
-    slots = [_Slot() for _ in range(width)]
+    # per-slot episode state, as arrays: the lockstep loop below touches rows in Python only
+    # when an episode ends (bookkeeping is vectorized; float64 sums are the same IEEE
+    # additions, in the same order, as per-row Python floats)
     active = np.zeros(width, dtype=bool)
+    episode = np.zeros(width, dtype=np.int64)
+    t = np.zeros(width, dtype=np.int64)
+    ret = np.zeros(width)
+    cret = np.zeros(width)
+    nclip = np.zeros(width, dtype=np.int64)
+    o_l2sq, o_l2max, o_linf = np.zeros(width), np.zeros(width), np.zeros(width)
+    a_l2sq, a_linf = np.zeros(width), np.zeros(width)
+    hook_rngs: list[list[Any]] = [[None] * width for _ in hooks]
     obs = np.zeros((width, policy.obs_dim), dtype=np.float64)
     lo, hi = spec.step_reward_bounds
     results: list[EpisodeResult] = []
     discrete = policy.discrete
+    policy_noise = None
+    if not cfg.deterministic:
+        policy_noise = BlockDraws(width, (policy.noise_shape(),),
+                                  "uniform" if discrete else "normal")
 
     def start(k: int) -> bool:
         try:
@@ -319,11 +391,18 @@ def run_episodes(
         except StopIteration:
             active[k] = False
             return False
-        slots[k].start(ep, cfg.seed, streams)
+        episode[k] = ep
+        t[k] = 0
+        ret[k] = cret[k] = 0.0
+        nclip[k] = 0
+        o_l2sq[k] = o_l2max[k] = o_linf[k] = a_l2sq[k] = a_linf[k] = 0.0
+        for i, s in enumerate(streams):
+            hook_rngs[i][k] = episode_rng(cfg.seed, ep, s)
+        if policy_noise is not None:
+            policy_noise.start(k, episode_rng(cfg.seed, ep, STREAM_POLICY))
         for h in env_hooks:
-            h.before_reset(batch.unwrapped(k), k, slots[k].rng_hooks[hook_index[id(h)]])
-        o = batch.reset(k, episode_env_seed(cfg.seed, ep))
-        obs[k] = o
+            h.before_reset(batch.unwrapped(k), k, hook_rngs[hook_index[id(h)]][k])
+        obs[k] = batch.reset(k, episode_env_seed(cfg.seed, ep))
         active[k] = True
         return True
 
@@ -331,109 +410,123 @@ def run_episodes(
         if not ks:
             return
         arr = np.asarray(ks)
+        for i, h in enumerate(hooks):
+            h.reset(arr, [hook_rngs[i][k] for k in ks])
+
+    def accumulate(delta: Tensor, ks: np.ndarray, on_obs: bool) -> None:
+        l2, linf = _norms(delta)
+        if on_obs:
+            o_l2sq[ks] += np.square(l2)
+            o_l2max[ks] = np.fmax(o_l2max[ks], l2)
+            o_linf[ks] = np.fmax(o_linf[ks], linf)
+        else:
+            a_l2sq[ks] += np.square(l2)
+            a_linf[ks] = np.fmax(a_linf[ks], linf)
+
+    def finish(k: int, terminated: bool) -> EpisodeResult:
+        extras: dict[str, Any] = {}
         for h in hooks:
-            h.reset(arr, [slots[k].rng_hooks[hook_index[id(h)]] for k in ks])
+            extras.update(h.episode_extras(k))
+        return EpisodeResult(
+            index=int(episode[k]),
+            ret=float(ret[k]),
+            length=int(t[k]),
+            terminated=terminated,
+            clipped_return=float(cret[k]),
+            clipped_steps=int(nclip[k]),
+            obs_l2_total=math.sqrt(o_l2sq[k]),
+            obs_l2_max=float(o_l2max[k]),
+            obs_linf_max=float(o_linf[k]),
+            act_l2_total=math.sqrt(a_l2sq[k]),
+            act_linf_max=float(a_linf[k]),
+            extras=extras,
+        )
 
     new_slots([k for k in range(width) if start(k)])
     try:
         while active.any():
             ks = np.flatnonzero(active)
-            live = [slots[k] for k in ks]
-            x = torch.as_tensor(obs[ks], dtype=torch.float32)
+            kl = ks.tolist()
+            # rows of the per-slot arrays: a slice while every slot is live (the usual case;
+            # cheaper than fancy indexing), else the live slots
+            sel: slice | np.ndarray = slice(None) if len(kl) == width else ks
+            x = torch.from_numpy(obs[sel].astype(np.float32))
             ctx = StepContext(
                 policy=policy,
-                episodes=np.array([s.episode for s in live]),
+                episodes=episode[ks],
                 slots=ks,
-                t=np.array([s.t for s in live]),
+                t=t[ks],
                 rngs=[],
                 raw_obs=x,
                 deterministic=cfg.deterministic,
             )
             xr = x
-            for h in order:
-                if h.space != "raw":
-                    break
-                ctx.rngs = [s.rng_hooks[hook_index[id(h)]] for s in live]
+            for h in raw_hooks:
+                ctx.rngs = RowGenerators(hook_rngs[hook_index[id(h)]], kl)
                 new = h(xr, ctx)
                 if h.adversarial:
-                    _accumulate(_norms(new - xr), live, obs=True)
+                    accumulate(new - xr, ks, True)
                 xr = new
             with torch.no_grad():
                 nobs = policy.normalize(xr)
             for h in norm_hooks:
-                ctx.rngs = [s.rng_hooks[hook_index[id(h)]] for s in live]
+                ctx.rngs = RowGenerators(hook_rngs[hook_index[id(h)]], kl)
                 new = h(nobs, ctx)
                 if h.adversarial:
-                    _accumulate(_norms(new - nobs), live, obs=True)
+                    accumulate(new - nobs, ks, True)
                 nobs = new
             noise = None
-            if not cfg.deterministic:
-                n = policy.noise_shape()
-                if discrete:
-                    noise = np.stack([s.rng_policy.random(n) for s in live])
-                else:
-                    noise = np.stack([s.rng_policy.standard_normal(n) for s in live])
-                noise = torch.as_tensor(noise, dtype=torch.float32)
+            if policy_noise is not None:
+                noise = torch.from_numpy(policy_noise.take(ks))
             with torch.no_grad():
                 act = policy.act_normalized(nobs.detach(), cfg.deterministic, noise)
             for h in act_hooks:
-                ctx.rngs = [s.rng_hooks[hook_index[id(h)]] for s in live]
+                ctx.rngs = RowGenerators(hook_rngs[hook_index[id(h)]], kl)
                 new = h(act, nobs.detach(), ctx)
                 if h.adversarial:
-                    _accumulate(_norms(new.to(torch.float64) - act.to(torch.float64)), live, False)
+                    accumulate(new.to(torch.float64) - act.to(torch.float64), ks, False)
                 act = new
             a_np = act.detach().numpy()
-            if not discrete and not np.isfinite(a_np).all():
-                bad = int(np.flatnonzero(~np.isfinite(a_np).all(axis=1))[0])
-                raise EvaluationError(
-                    f"the policy produced a non-finite action in episode {live[bad].episode} at "
-                    f"step {live[bad].t}: check the policy file and its normalization statistics"
-                )
-            restarted: list[int] = []
-            for h in step_env_hooks:
-                for k in ks:
-                    s = slots[k]
-                    h.before_step(batch.unwrapped(int(k)), int(k), s.t,
-                                  s.rng_hooks[hook_index[id(h)]])
-            acts = [int(a) for a in a_np] if discrete else list(a_np)
-            stepped = batch.step(ks, acts)
-            for j, k in enumerate(ks):
-                s = slots[k]
-                o, r, term, trunc = stepped[j]
-                s.ret += r
-                rc = min(max(r, lo), hi)
-                if rc != r:
-                    s.nclip += 1
-                s.cret += rc
-                s.t += 1
-                if term or trunc:
-                    extras: dict[str, Any] = {}
-                    for h in hooks:
-                        extras.update(h.episode_extras(int(k)))
-                    res = EpisodeResult(
-                        index=s.episode,
-                        ret=s.ret,
-                        length=s.t,
-                        terminated=bool(term),
-                        clipped_return=s.cret,
-                        clipped_steps=s.nclip,
-                        obs_l2_total=math.sqrt(s.o_l2sq),
-                        obs_l2_max=s.o_l2max,
-                        obs_linf_max=s.o_linf,
-                        act_l2_total=math.sqrt(s.a_l2sq),
-                        act_linf_max=s.a_linf,
-                        extras=extras,
+            # a NaN or inf anywhere makes the sum non-finite (actions are bounded: no overflow)
+            if not discrete and not math.isfinite(float(a_np.sum())):
+                bad_rows = np.flatnonzero(~np.isfinite(a_np).all(axis=1))
+                if bad_rows.size:  # (else only the sum overflowed)
+                    bad = int(ks[bad_rows[0]])
+                    raise EvaluationError(
+                        f"the policy produced a non-finite action in episode {episode[bad]} "
+                        f"at step {t[bad]}: check the policy file and its normalization "
+                        "statistics"
                     )
+            for h in step_env_hooks:
+                rngs = hook_rngs[hook_index[id(h)]]
+                for k in kl:
+                    h.before_step(batch.unwrapped(k), k, int(t[k]), rngs[k])
+            if step_env_hooks:
+                batch.refresh(ks)
+            o_new, r, term, trunc = batch.step_arrays(ks, a_np)
+            ret[sel] += r
+            rc = np.minimum(np.maximum(r, lo), hi)
+            nclip[sel] += rc != r
+            cret[sel] += rc
+            t[sel] += 1
+            done = term | trunc
+            if done.any():
+                keep = ~done
+                obs[ks[keep]] = o_new[keep]
+                restarted: list[int] = []
+                for j in np.flatnonzero(done).tolist():
+                    k = kl[j]
+                    res = finish(k, bool(term[j]))
                     results.append(res)
                     if on_result is not None:
                         on_result(res)
-                    if start(int(k)):
-                        restarted.append(int(k))
-                else:
-                    obs[k] = o
-            new_slots(restarted)
+                    if start(k):
+                        restarted.append(k)
+                new_slots(restarted)
+            else:
+                obs[sel] = o_new
             if on_step is not None:
-                on_step(len(ks))
+                on_step(len(kl))
     finally:
         for h in env_hooks:
             h.close([batch.unwrapped(k) for k in range(width)])

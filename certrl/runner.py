@@ -41,7 +41,7 @@ class Job:
     results_file: Path
     ref: PolicyRef | None = None
     seed: int = 0
-    batch_size: int = 64
+    batch_size: int = 128
     workers: int = 1
     deterministic: bool = True
     progress: bool | None = None

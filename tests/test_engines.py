@@ -219,3 +219,72 @@ def test_demo_hopper_full_episodes_same_returns() -> None:
     assert out["gym"] == out["mujoco"]
     assert max(r[2] for r in out["gym"]) >= 500  # long episodes: a trained policy hops
     assert min(r[1] for r in out["gym"]) > 1000
+
+
+class _DriftingTimestep(EnvHook):
+    """A per-step hook: the simulation timestep drifts within each episode (changes dt, and so
+    the forward reward, mid-episode), restored at every reset."""
+
+    name = "drifting-timestep"
+    rng_stream = 6
+    per_step = True
+
+    def before_reset(self, env: Any, slot: int, rng: np.random.Generator) -> None:
+        if not hasattr(self, "nominal"):
+            self.nominal = float(env.model.opt.timestep)
+        env.model.opt.timestep = self.nominal
+
+    def before_step(self, env: Any, slot: int, t: int, rng: np.random.Generator) -> None:
+        env.model.opt.timestep = self.nominal * (1.0 + 0.5 * rng.uniform())
+
+
+def test_per_step_hook_is_seen_by_the_mujoco_engine() -> None:
+    """The engine caches dt per slot; after per-step hooks the evaluator calls refresh(), so
+    a timestep changed mid-episode reaches the physics and the reward exactly as in gym."""
+    spec = resolve_env("hopper")
+    policy = random_policy("Hopper-v5", seed=6)
+    out = {}
+    for engine in ("gym", "mujoco"):
+        cfg = EvalConfig(seed=2, batch_size=3, engine=engine)
+        out[engine] = _fields(run_episodes(policy, spec, list(range(5)), cfg,
+                                           env_hooks=[_DriftingTimestep()]))
+    plain = _fields(run_episodes(policy, spec, list(range(5)),
+                                 EvalConfig(seed=2, batch_size=3, engine="mujoco")))
+    assert out["gym"] == out["mujoco"]
+    assert out["mujoco"] != plain
+
+
+def test_state_rows_hold_the_slot_state() -> None:
+    """Each slot's row of ``state`` is its full integration state: qpos / qvel / ctrl at the
+    offsets the engine reads, equal to the Gymnasium environment stepped alongside."""
+    spec = resolve_env("Walker2d-v5")
+    batch = make_batch("mujoco", spec, 2, {})
+    ref = gym.make("Walker2d-v5")
+    try:
+        batch.reset(1, 5)
+        ref.reset(seed=5)
+        a = np.linspace(-0.9, 0.9, 6).astype(np.float32)
+        for _ in range(3):
+            batch.step(np.array([1]), [a])
+            ref.step(a)
+        row, d = batch.state[1], ref.unwrapped.data
+        nq, nv, nu = batch.nq, batch.nv, batch.nu
+        np.testing.assert_array_equal(row[batch._qpos_at : batch._qpos_at + nq], d.qpos)
+        np.testing.assert_array_equal(row[batch._qvel_at : batch._qvel_at + nv], d.qvel)
+        np.testing.assert_array_equal(row[batch._ctrl_at : batch._ctrl_at + nu], d.ctrl)
+        np.testing.assert_array_equal(row[0:1], [d.time])
+    finally:
+        batch.close()
+        ref.close()
+
+
+def test_a_model_with_another_structure_is_refused() -> None:
+    """Slots share one MjData per thread, so every slot model must have the same sizes."""
+    spec = resolve_env("hopper")
+    batch = make_batch("mujoco", spec, 2, {})
+    try:
+        batch.unwrapped(1).model = gym.make("Walker2d-v5").unwrapped.model
+        with pytest.raises(ValueError, match="changed its structure"):
+            batch.reset(1, 0)
+    finally:
+        batch.close()

@@ -10,10 +10,14 @@ import torch
 from certrl.backends import run_local
 from certrl.envs import resolve_env, with_reward_bounds
 from certrl.evaluator import (
+    STREAM_POLICY,
+    STREAM_SMOOTHING,
+    BlockDraws,
     EvalConfig,
     EvaluationError,
     ObservationHook,
     episode_env_seed,
+    episode_rng,
     run_episodes,
 )
 from certrl.smoothing import GaussianSmoothing
@@ -46,6 +50,66 @@ def test_matches_plain_gymnasium_loop():
         assert r.length == steps
         assert r.terminated == term
     env.close()
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_smoothed_and_stochastic_match_a_plain_loop_with_per_step_draws(deterministic):
+    """Smoothing noise and policy sampling noise (fetched in blocks by the evaluator) are the
+    per-step draws of each episode's own generators: a one-env loop drawing
+    ``standard_normal(d)`` every step gives the same returns. Pendulum episodes (200 steps)
+    span several 64-step blocks; the batch of 3 restarts slots mid-block."""
+    policy = random_policy("Pendulum-v1", seed=5)
+    spec = resolve_env("pendulum")
+    sigma = 0.3
+    cfg = EvalConfig(seed=11, batch_size=3, deterministic=deterministic)
+    res = run_episodes(policy, spec, list(range(5)), cfg, [GaussianSmoothing(sigma)])
+    assert len(res) == 5
+    env = spec.make()
+    for r in sorted(res, key=lambda r: r.index):
+        obs, _ = env.reset(seed=episode_env_seed(11, r.index))
+        g_smooth = episode_rng(11, r.index, STREAM_SMOOTHING)
+        g_policy = episode_rng(11, r.index, STREAM_POLICY)
+        total, done = 0.0, False
+        with torch.no_grad():
+            while not done:
+                x = policy.normalize(torch.as_tensor(obs, dtype=torch.float32)[None])
+                z = torch.as_tensor(g_smooth.standard_normal(policy.obs_dim)[None],
+                                    dtype=torch.float32)
+                noise = None
+                if not deterministic:
+                    noise = torch.as_tensor(g_policy.standard_normal(policy.act_dim)[None],
+                                            dtype=torch.float32)
+                a = policy.act_normalized(x + sigma * z, deterministic, noise)[0].numpy()
+                obs, rew, term, trunc, _ = env.step(a)
+                total += rew
+                done = term or trunc
+        assert r.ret == total
+    env.close()
+
+
+@pytest.mark.parametrize("kind", ["normal", "uniform"])
+def test_block_draws_are_the_per_step_draws(kind):
+    """BlockDraws hands each slot the same numbers as one generator call per step, across
+    block refills, uneven take patterns and restarts of a slot with a new generator."""
+    def gen(i):
+        return np.random.default_rng(1000 + i)
+
+    draws = BlockDraws(3, (4,), kind, block=5)
+    ref = {k: gen(k) for k in range(3)}
+    for k in range(3):
+        draws.start(k, gen(k))
+    pattern = [[0, 1, 2], [0, 2], [1], [0, 1, 2]] * 4
+    for step, slots in enumerate(pattern):
+        if step == 7:  # slot 1 starts a new episode mid-block
+            draws.start(1, gen(50))
+            ref[1] = gen(50)
+        out = draws.take(np.array(slots))
+        assert out.dtype == np.float32 and out.shape == (len(slots), 4)
+        for j, k in enumerate(slots):
+            want = ref[k].standard_normal(4) if kind == "normal" else ref[k].random(4)
+            np.testing.assert_array_equal(out[j], want.astype(np.float32))
+    with pytest.raises(ValueError):
+        BlockDraws(1, (2,), "gumbel")
 
 
 @pytest.mark.parametrize("deterministic", [True, False])

@@ -1,23 +1,38 @@
 """The ``mujoco`` engine: Gymnasium's MuJoCo locomotion tasks stepped on raw ``MjData``.
 
-Why: ``gymnasium.make("Hopper-v5").step`` spends ~19 us of Python per step on top of ~48 us
+Why: ``gymnasium.make("Hopper-v5").step`` spends ~19 us of Python per step on top of ~65 us
 of physics, and one environment steps on one core. This engine keeps one Gymnasium environment
-per slot (so ``unwrapped(k)`` *is* a ``MujocoEnv`` with its own ``.model`` / ``.data``, which
-dynamics hooks may modify per slot), but replaces its ``step`` by
+per slot (so ``unwrapped(k)`` *is* a ``MujocoEnv`` with its own ``.model``, which dynamics hooks
+may modify per slot, and its own seeded ``reset``), but replaces its ``step`` by
 
-1. a persistent thread pool that, for each live slot, writes ``data.ctrl``, calls
-   ``mujoco.mj_step(model, data, nstep=frame_skip)`` and ``mj_rnePostConstraint`` (exactly
-   ``MujocoEnv._step_mujoco_simulation``) and copies ``qpos`` / ``qvel`` out. ``mj_step``
-   releases the GIL, so the threads step different slots on different cores;
-2. one vectorized NumPy pass over the whole batch for observation, reward and termination,
-   written with the same floating-point operations, in the same order and the same dtypes as
-   Gymnasium's ``step`` (``x_velocity = (x_after - x_before) / dt``; the control cost is
-   computed on the *unclipped* action in the action's dtype; strict inequalities on the
-   unclipped state; the terminating step earns no healthy reward in v5), and the
-   ``TimeLimit`` truncation at the registered ``max_episode_steps``.
+1. each slot's full integration state (``mjSTATE_INTEGRATION``: time, qpos, qvel, act, the
+   solver warm start, ctrl, applied forces, mocap, user data, plugin state) kept in one row
+   of ``state [width, nstate]``. Controls are written into the rows in one vectorized
+   assignment (float32 -> float64, as ``data.ctrl[:] = action``);
+2. per stepping thread, one ``MjData``: for each of its slots ``mj_setState``,
+   ``mujoco.mj_step(model, data, nstep=frame_skip)`` (``MujocoEnv.do_simulation``; it
+   releases the GIL, so threads step on different cores) and ``mj_getState``. ``mj_step``
+   depends on nothing but the model and that state, so this is bit-identical to stepping a
+   ``MjData`` per slot, and one ``MjData`` stays in cache where 64+ of them did not (a batch of
+   128 per-slot ``MjData`` made each Hopper step ~10% slower). Likewise all slots step with
+   one shared copy of the model, except slots whose environment a hook has been handed
+   (:meth:`MujocoBatch.unwrapped`), which step with that environment's own model (128 model
+   copies cost another ~6% per step; the models are compiled from the same file, so the
+   results are the same bits, tested);
+3. one vectorized NumPy pass over the batch's state rows for observation, reward and
+   termination, written with the same floating-point operations, in the same order and the
+   same dtypes as Gymnasium's ``step`` (``x_velocity = (x_after - x_before) / dt``; the
+   control cost is computed on the *unclipped* action in the action's dtype; strict
+   inequalities on the unclipped state; the terminating step earns no healthy reward in v5),
+   and the ``TimeLimit`` truncation at the registered ``max_episode_steps``.
 
 Resets call the slot's own Gymnasium ``reset(seed=...)`` (``mj_resetData``, the seeded
-``np_random`` draws, ``mj_forward``): exact by construction and off the hot path.
+``np_random`` draws, ``mj_forward``) and copy the resulting state into the slot's row: exact
+by construction and off the hot path. Differences from a Gymnasium environment that nothing
+in these tasks' observations or rewards reads: the environment's own ``data`` holds the state
+at the episode's reset (the episode runs in the state row), and ``mj_rnePostConstraint``
+(``cacc`` / ``cfrc_int`` / ``cfrc_ext``, outputs only; no supported task observes contact
+forces) is not called.
 
 The result is bit-identical to ``gymnasium.make(id)`` for the same seeds and actions
 (observations, rewards, ``terminated``, ``truncated`` compared with ``==`` step by step in
@@ -30,18 +45,18 @@ the Ray backend one per shard; ``CERTRL_ENGINE_THREADS`` overrides). The thread 
 changes results: each slot is stepped by exactly one thread, and the batched reward /
 observation pass is elementwise. Slot models are the environments' own (one ``MjModel`` per
 slot), so a hook changing ``unwrapped(k).model`` (in place: ``body_mass[...] = ...``) affects
-slot ``k`` only, as with the ``gym`` engine (tested); model and data references are re-read at
-every reset, so a hook may even replace them before a reset (not in the middle of an episode).
+slot ``k`` only, as with the ``gym`` engine (tested). Models are re-read at every reset and,
+after per-step environment hooks, by :meth:`MujocoBatch.refresh` (``dt`` is cached per slot);
+a replacement model must keep the structure (sizes) of the original.
 
-Where the time goes (``benchmarks/bench_throughput.py``): per slot and step the engine adds
-~2.5 us of Python around ``mj_step`` (controls in, ``mj_rnePostConstraint``, state out) and
-~0.7 us for the batched reward / observation pass, against ~48 us of Hopper physics; a
-Gymnasium ``step`` adds ~19 us. ``mujoco.rollout`` is not used: it does not carry the solver
-warm start across calls for a whole batch, so it drifts from Gymnasium (~1e-10 by step 500).
+``mujoco.rollout`` is not used: it outputs ``mjSTATE_FULLPHYSICS``, without the solver warm
+start, so stepping a batch one env step per call drifts from Gymnasium (~1e-10 by step 500).
+Where the time goes: ``benchmarks/bench_throughput.py``.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -140,22 +155,32 @@ class MujocoBatch(EnvBatch):
             self.angle_range = tuple(float(v) for v in u._healthy_angle_range)
             if self.task.health == "hopper":
                 self.state_range = tuple(float(v) for v in u._healthy_state_range)
+        # one MjData per stepping thread, and each slot's full integration state (time, qpos,
+        # qvel, act, warm start, ctrl, applied forces, ...) in one row of ``self.state``
+        self.spec_bits = int(mujoco.mjtState.mjSTATE_INTEGRATION)
+        m0 = u.model
+        self.nstate = int(mujoco.mj_stateSize(m0, self.spec_bits))
+        self._sizes = _sizes(m0)
+        self._qpos_at = _state_offset(m0, self.spec_bits, mujoco.mjtState.mjSTATE_QPOS)
+        self._qvel_at = _state_offset(m0, self.spec_bits, mujoco.mjtState.mjSTATE_QVEL)
+        assert self._qvel_at == self._qpos_at + self.nq  # _outputs reads them as one block
+        self._ctrl_at = _state_offset(m0, self.spec_bits, mujoco.mjtState.mjSTATE_CTRL)
+        self.state = np.zeros((width, self.nstate))
+        self._all = list(range(width))
+        self._rows = list(self.state)  # row views: mj_getState writes into them in place
+        # Slots step with one shared copy of the model (128 copies of the same model in cache
+        # cost ~6% per step) until their environment is handed out by unwrapped(k), the only
+        # way hooks reach a model; from then on slot k steps with its environment's own model.
+        self._shared_model = copy.deepcopy(m0)
+        self._private = [False] * width
         self.models: list[Any] = [None] * width
-        self.datas: list[Any] = [None] * width
-        # per-slot views into MjData / MjModel memory (valid while that data / model lives;
-        # refreshed at every reset): saves ~1 us of attribute lookups per slot and step
-        self._ctrl: list[np.ndarray] = [np.empty(0)] * width
-        self._qposv: list[np.ndarray] = [np.empty(0)] * width
-        self._qvelv: list[np.ndarray] = [np.empty(0)] * width
-        self._opt: list[Any] = [None] * width
+        self._dt = np.empty(width)
+        self.obs_dim = int(self.envs[0].observation_space.shape[0])
         for k in range(width):
-            self._bind(k)
+            self._bind_model(k)
         self.steps = np.zeros(width, dtype=np.int64)
-        self._qpos = np.empty((width, self.nq))
-        self._qvel = np.empty((width, self.nv))
-        self._xb = np.empty(width)
-        self._ts = np.empty(width)
         self.threads = max(1, min(engine_threads(), width))
+        self._datas = [mujoco.MjData(m0) for _ in range(self.threads)]
         self._pool = (
             ThreadPoolExecutor(self.threads - 1, thread_name_prefix="certrl-mj")
             if self.threads > 1 else None
@@ -163,34 +188,64 @@ class MujocoBatch(EnvBatch):
 
     # ------------------------------------------------------------------ engine API
     def reset(self, k: int, seed: int) -> np.ndarray:
+        """Gymnasium's own ``reset(seed=...)`` on slot ``k``'s environment; the state it
+        produced is copied into the slot's row (the environment's ``data`` is not stepped)."""
+        self._bind_model(k)  # hooks change models before the reset, never during it
         obs = self.envs[k].reset(seed=seed)[0]
-        self._bind(k)
+        u = self.envs[k].unwrapped
+        mujoco.mj_getState(u.model, u.data, self._rows[k], self.spec_bits)
         self.steps[k] = 0
         return obs
 
-    def step(
-        self, ks: np.ndarray, actions: list[Any]
-    ) -> list[tuple[np.ndarray, float, bool, bool]]:
+    def step_arrays(
+        self, ks: np.ndarray, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         n = len(ks)
-        if n == 0:
-            return []
         act = np.asarray(actions)
+        if n == 0:
+            return np.empty((0, self.obs_dim)), np.empty(0), np.empty(0, bool), np.empty(0, bool)
         if act.ndim != 2 or act.shape != (n, self.nu):
             raise ValueError(
                 f"Action dimension mismatch. Expected {(self.nu,)}, found {act.shape[1:]}"
             )
-        kl = [int(k) for k in ks]
-        qpos, qvel, xb, ts = self._qpos[:n], self._qvel[:n], self._xb[:n], self._ts[:n]
+        idx = np.asarray(ks, dtype=np.int64)
+        kl = idx.tolist()
+        # rows of the per-slot arrays: a slice when every slot steps in order (the usual case;
+        # cheaper than fancy indexing), else the slots' indices
+        sel: slice | np.ndarray = slice(None) if kl == self._all else idx
+        st = self.state
+        x_before = st[sel, self._qpos_at]  # a copy for fancy indices; copied below for slices
+        if isinstance(sel, slice):
+            x_before = x_before.copy()
+        # ``data.ctrl[:] = action``: float32 -> float64, written into each slot's state row
+        st[sel, self._ctrl_at : self._ctrl_at + self.nu] = act
         parts = min(self.threads, n)
-        bounds = [n * i // parts for i in range(parts + 1)]
-        futures: list[Future[None]] = []
-        if self._pool is not None:
-            for i in range(parts - 1):
-                futures.append(self._pool.submit(self._advance, kl, act, bounds[i], bounds[i + 1]))
-        self._advance(kl, act, bounds[-2], bounds[-1])
-        for f in futures:
-            f.result()
-        return self._outputs(kl, act, qpos, qvel, xb, ts)
+        if self._pool is not None and parts > 1:
+            bounds = [n * i // parts for i in range(parts + 1)]
+            futures: list[Future[None]] = [
+                self._pool.submit(self._advance, kl[bounds[i] : bounds[i + 1]], self._datas[i])
+                for i in range(parts - 1)
+            ]
+            self._advance(kl[bounds[-2] :], self._datas[parts - 1])
+            for f in futures:
+                f.result()
+        else:
+            self._advance(kl, self._datas[0])
+        return self._outputs(sel, act, st[sel], x_before)
+
+    def unwrapped(self, k: int) -> Any:
+        """Slot ``k``'s Gymnasium environment. Its ``model`` is the one slot ``k`` steps with
+        from now on (changes to it act on this slot only); its ``data`` holds the state of the
+        last reset (the episode runs in the slot's state row)."""
+        if not self._private[k]:
+            self._private[k] = True
+            self._bind_model(k)
+        return self.envs[k].unwrapped
+
+    def refresh(self, ks: np.ndarray) -> None:
+        """Re-read the models (and ``dt``) of slots ``ks`` after environment hooks ran."""
+        for k in np.asarray(ks).tolist():
+            self._bind_model(int(k))
 
     def close(self) -> None:
         if self._pool is not None:
@@ -199,46 +254,49 @@ class MujocoBatch(EnvBatch):
         super().close()
 
     # ------------------------------------------------------------------ internals
-    def _bind(self, k: int) -> None:
-        """(Re)read slot ``k``'s model and data, and cache views into them."""
-        u = self.envs[k].unwrapped
-        m, d = u.model, u.data
-        self.models[k], self.datas[k] = m, d
-        self._ctrl[k], self._qposv[k], self._qvelv[k] = d.ctrl, d.qpos, d.qvel
-        self._opt[k] = m.opt
+    def _bind_model(self, k: int) -> None:
+        """(Re)read slot ``k``'s model: a hook may have changed it in place or replaced it."""
+        m = self.envs[k].unwrapped.model if self._private[k] else self._shared_model
+        if _sizes(m) != self._sizes:
+            raise ValueError(
+                f"engine 'mujoco': the model of slot {k} changed its structure "
+                f"(sizes {_sizes(m)} != {self._sizes}); use --engine gym"
+            )
+        self.models[k] = m
+        # MujocoEnv.dt reads model.opt.timestep at every step; a model only changes between
+        # steps through environment hooks, after which the evaluator calls refresh()
+        self._dt[k] = m.opt.timestep * self.frame_skip
 
-    def _advance(self, ks: list[int], act: np.ndarray, lo: int, hi: int) -> None:
-        """Step slots ``ks[lo:hi]`` (one thread's share): ``MujocoEnv.do_simulation``, and
-        record ``qpos[0]`` before, ``qpos`` / ``qvel`` / ``opt.timestep`` after."""
-        models, datas, fs = self.models, self.datas, self.frame_skip
-        ctrl, qposv, qvelv, opt = self._ctrl, self._qposv, self._qvelv, self._opt
-        qpos, qvel, xb, ts = self._qpos, self._qvel, self._xb, self._ts
-        mj_step, rne = mujoco.mj_step, mujoco.mj_rnePostConstraint
-        for j in range(lo, hi):
-            k = ks[j]
-            m, d, p = models[k], datas[k], qposv[k]
-            xb[j] = p[0]
-            ctrl[k][:] = act[j]  # float32 -> float64, as ``data.ctrl[:] = ctrl``
-            mj_step(m, d, nstep=fs)  # releases the GIL
-            rne(m, d)
-            qpos[j] = p
-            qvel[j] = qvelv[k]
-            ts[j] = opt[k].timestep  # read every step, as ``MujocoEnv.dt`` does
+    def _advance(self, ks: list[int], d: Any) -> None:
+        """Step slots ``ks`` (one thread's share) on this thread's ``MjData``: load the slot's
+        state, ``mj_step(model, data, nstep=frame_skip)`` (``MujocoEnv.do_simulation``; it
+        releases the GIL), store the state back."""
+        models, rows, fs, bits = self.models, self._rows, self.frame_skip, self.spec_bits
+        set_state, get_state, mj_step = mujoco.mj_setState, mujoco.mj_getState, mujoco.mj_step
+        for k in ks:
+            m, row = models[k], rows[k]
+            set_state(m, d, row, bits)
+            mj_step(m, d, nstep=fs)
+            get_state(m, d, row, bits)
 
     def _outputs(
-        self, ks: list[int], act: np.ndarray, qpos: np.ndarray, qvel: np.ndarray,
-        xb: np.ndarray, ts: np.ndarray,
-    ) -> list[tuple[np.ndarray, float, bool, bool]]:
+        self, idx: slice | np.ndarray, act: np.ndarray, rows: np.ndarray, xb: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Gymnasium's ``_get_obs`` / ``_get_rew`` / ``is_healthy`` / ``TimeLimit``, batched.
 
         Each line mirrors the scalar expression of the v5 source; elementwise IEEE operations
         give the same bits batched or not, and the control cost sums each row of at most 7
         squares left to right, as ``np.sum`` does on one short row."""
-        dt = ts * self.frame_skip  # MujocoEnv.dt = model.opt.timestep * frame_skip
+        qa = self._qpos_at
+        qpos = rows[:, qa : qa + self.nq]
+        qvel = rows[:, qa + self.nq : qa + self.nq + self.nv]  # qvel follows qpos in a state
+        n = len(rows)
+        dt = self._dt[idx]  # MujocoEnv.dt = model.opt.timestep * frame_skip
         x_velocity = (qpos[:, 0] - xb) / dt
         pos = qpos[:, 1:] if self.exclude_x else qpos
         clip = self.task.obs_qvel_clip
-        vel = np.clip(qvel, -clip, clip) if clip is not None else qvel
+        # np.clip(qvel, -c, c), as min(max(.)) without np.clip's Python-level overhead
+        vel = np.minimum(np.maximum(qvel, -clip), clip) if clip is not None else qvel
         obs = np.concatenate((pos, vel), axis=1)
         forward_reward = self.forward_w * x_velocity
         sq = np.square(act)
@@ -246,7 +304,6 @@ class MujocoBatch(EnvBatch):
             ctrl_cost = self.ctrl_w * np.sum(sq, axis=1)
         else:
             ctrl_cost = self.ctrl_w * np.array([np.sum(r) for r in sq], dtype=sq.dtype)
-        n = len(ks)
         if self.task.health == "none":
             reward = forward_reward - ctrl_cost
             terminated = np.zeros(n, dtype=bool)
@@ -256,21 +313,31 @@ class MujocoBatch(EnvBatch):
             min_a, max_a = self.angle_range
             healthy = (min_z < z) & (z < max_z) & (min_a < angle) & (angle < max_a)
             if self.task.health == "hopper":
-                state = np.concatenate((qpos, qvel), axis=1)[:, 2:]
+                state = rows[:, qa + 2 : qa + self.nq + self.nv]  # concatenate((qpos, qvel))[2:]
                 lo, hi = self.state_range
                 healthy &= np.all((lo < state) & (state < hi), axis=1)
             healthy_reward = healthy * self.healthy_reward
             reward = (forward_reward + healthy_reward) - ctrl_cost
             terminated = ~healthy if self.terminate_unhealthy else np.zeros(n, dtype=bool)
-        idx = np.asarray(ks)
         self.steps[idx] += 1
         if self.max_steps is not None:
             truncated = self.steps[idx] >= self.max_steps
         else:  # pragma: no cover - all supported tasks have a limit
             truncated = np.zeros(n, dtype=bool)
-        return list(
-            zip(obs, reward.tolist(), terminated.tolist(), truncated.tolist(), strict=True)
-        )
+        return obs, reward, terminated, truncated
+
+
+def _sizes(m: Any) -> tuple[int, ...]:
+    """The sizes that must agree for two models to share an ``MjData`` and a state layout."""
+    return (m.nq, m.nv, m.nu, m.na, m.nbody, m.neq, m.nmocap, m.nuserdata, m.nplugin,
+            int(mujoco.mj_stateSize(m, mujoco.mjtState.mjSTATE_INTEGRATION)))
+
+
+def _state_offset(m: Any, spec: int, component: Any) -> int:
+    """Offset of ``component`` (one ``mjtState`` bit) in a state vector of ``spec``:
+    components are stored in increasing bit order, so it is the size of the lower bits."""
+    bit = int(component)
+    return int(mujoco.mj_stateSize(m, spec & (bit - 1)))
 
 
 def _time_limit(env: Any) -> int | None:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from certrl.evaluator import STREAM_SMOOTHING, ObservationHook, StepContext
+from certrl.evaluator import STREAM_SMOOTHING, BlockDraws, ObservationHook, StepContext
 from certrl.policies.base import Policy
 
 STREAM_PER_STATE = 9
@@ -48,7 +48,12 @@ def _draw(rngs: list[np.random.Generator], d: int) -> Tensor:
 
 
 class GaussianSmoothing(ObservationHook):
-    """Evaluator hook: ``x + sigma * z`` with ``z ~ N(0, I)`` from each episode's stream."""
+    """Evaluator hook: ``x + sigma * z`` with ``z ~ N(0, I)`` from each episode's stream.
+
+    Step ``t`` of an episode uses the ``t``-th ``standard_normal(obs_dim)`` draw of the
+    episode's smoothing generator. The draws are fetched a block of steps at a time
+    (:class:`certrl.evaluator.BlockDraws`: the same numbers, without a per-row call per step).
+    """
 
     rng_stream = STREAM_SMOOTHING
     adversarial = False
@@ -59,12 +64,26 @@ class GaussianSmoothing(ObservationHook):
             raise ValueError(f"sigma must be > 0, got {sigma}")
         self.sigma = float(sigma)
         self.space = space
+        self._draws: BlockDraws | None = None
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "sigma": self.sigma, "space": self.space}
 
+    def bind(self, policy: Policy, spec: Any, n_slots: int) -> None:
+        self._draws = BlockDraws(n_slots, (policy.obs_dim,))
+
+    def reset(self, slots: np.ndarray, rngs: list[np.random.Generator]) -> None:
+        if self._draws is not None:
+            for s, g in zip(np.asarray(slots).tolist(), rngs, strict=True):
+                self._draws.start(int(s), g)
+
     def __call__(self, x: Tensor, ctx: StepContext) -> Tensor:
-        return x + self.sigma * _draw(ctx.rngs, x.shape[1])
+        if self._draws is None or self._draws.shape != (x.shape[1],):
+            return x + self.sigma * _draw(ctx.rngs, x.shape[1])  # not bound: per-row draws
+        return x + self.sigma * torch.from_numpy(self._draws.take(np.asarray(ctx.slots)))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_draws": None}  # per-run state: rebuilt by bind()
 
 
 class SmoothedPolicy:
