@@ -7,7 +7,8 @@ Rows (env steps per second; one env step = frame_skip physics steps):
                   no policy: the physics ceiling of one core;
 * naive         — one Gymnasium env, one unbatched torch policy call per step (what the
                   reference codes do);
-* certrl 1w     — certrl's lockstep evaluator in this process (batch 64);
+* certrl 1w     — certrl's lockstep evaluator in this process (gym engine, --batch-size,
+                  default 32; end to end, start-up included);
 * certrl Nw     — certrl with N local worker processes (N = cores).
 Ratios are against numbers measured in this same run, so they compare across machines; the
 last line is a short summary meant for logs.

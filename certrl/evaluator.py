@@ -167,8 +167,10 @@ class EnvBatch:
     """The environments of one lockstep batch: slot ``k`` owns environment ``k``.
 
     The default engine steps Gymnasium environments one after the other. Faster engines (raw
-    MuJoCo on a thread pool) subclass it and must reproduce Gymnasium's observations, rewards,
-    ``terminated`` / ``truncated`` exactly (see ``ENGINES``)."""
+    MuJoCo on a thread pool) subclass it, override :meth:`step_arrays` (the evaluator's only
+    stepping call), ``reset`` and, if they cache model quantities, :meth:`refresh`, and must
+    reproduce Gymnasium's observations, rewards, ``terminated`` / ``truncated`` exactly (see
+    ``ENGINES``). Hooks reach a slot's environment only through :meth:`unwrapped`."""
 
     def __init__(self, spec: EnvSpec, width: int, env_kwargs: dict[str, Any]) -> None:
         self.envs = [spec.make(**env_kwargs) for _ in range(width)]
