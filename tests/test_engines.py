@@ -193,18 +193,24 @@ class _HeavyTorso(EnvHook):
         env.model.body_mass[1] = self.nominal * rng.uniform(0.5, 2.0)
 
 
-def test_dynamics_hook_acts_per_slot_like_gym_engine() -> None:
+def _assert_hook_acts_alike(hook: type[EnvHook], policy_seed: int, seed: int, n: int) -> None:
+    """Returns with a fresh ``hook`` are the same on both engines, and differ from returns
+    without it (the hook really changed the dynamics)."""
     spec = resolve_env("hopper")
-    policy = random_policy("Hopper-v5", seed=4)
+    policy = random_policy("Hopper-v5", seed=policy_seed)
     out = {}
     for engine in ("gym", "mujoco"):
-        cfg = EvalConfig(seed=1, batch_size=3, engine=engine)
-        out[engine] = _fields(run_episodes(policy, spec, list(range(6)), cfg,
-                                           env_hooks=[_HeavyTorso()]))
-    plain = _fields(run_episodes(policy, spec, list(range(6)),
-                                 EvalConfig(seed=1, batch_size=3, engine="mujoco")))
+        cfg = EvalConfig(seed=seed, batch_size=3, engine=engine)
+        out[engine] = _fields(run_episodes(policy, spec, list(range(n)), cfg,
+                                           env_hooks=[hook()]))
+    plain = _fields(run_episodes(policy, spec, list(range(n)),
+                                 EvalConfig(seed=seed, batch_size=3, engine="mujoco")))
     assert out["gym"] == out["mujoco"]
-    assert out["mujoco"] != plain  # the hook really changed the dynamics
+    assert out["mujoco"] != plain
+
+
+def test_dynamics_hook_acts_per_slot_like_gym_engine() -> None:
+    _assert_hook_acts_alike(_HeavyTorso, policy_seed=4, seed=1, n=6)
 
 
 def test_demo_hopper_full_episodes_same_returns() -> None:
@@ -241,17 +247,7 @@ class _DriftingTimestep(EnvHook):
 def test_per_step_hook_is_seen_by_the_mujoco_engine() -> None:
     """The engine caches dt per slot; after per-step hooks the evaluator calls refresh(), so
     a timestep changed mid-episode reaches the physics and the reward exactly as in gym."""
-    spec = resolve_env("hopper")
-    policy = random_policy("Hopper-v5", seed=6)
-    out = {}
-    for engine in ("gym", "mujoco"):
-        cfg = EvalConfig(seed=2, batch_size=3, engine=engine)
-        out[engine] = _fields(run_episodes(policy, spec, list(range(5)), cfg,
-                                           env_hooks=[_DriftingTimestep()]))
-    plain = _fields(run_episodes(policy, spec, list(range(5)),
-                                 EvalConfig(seed=2, batch_size=3, engine="mujoco")))
-    assert out["gym"] == out["mujoco"]
-    assert out["mujoco"] != plain
+    _assert_hook_acts_alike(_DriftingTimestep, policy_seed=6, seed=2, n=5)
 
 
 def test_state_rows_hold_the_slot_state() -> None:
