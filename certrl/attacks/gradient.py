@@ -89,6 +89,7 @@ from torch import Tensor
 from certrl.attacks.base import AttackError, ThreatModel, project_ball, register_attack
 from certrl.attacks.learned import (
     ThreatState,
+    ThreatStateHook,
     action_repr,
     as_bool,
     as_float,
@@ -401,7 +402,7 @@ def keep_wind_down(
 
 
 # ====================================================================== the hook
-class GradientAttackHook(ObservationHook):
+class GradientAttackHook(ThreatStateHook):
     """Observation attack hook of :data:`METHODS` (see the module docstring).
 
     Args:
@@ -526,16 +527,9 @@ class GradientAttackHook(ObservationHook):
         self._obj = Objective(policy, self.objective)
         self._T = int(self.horizon or spec.horizon)
 
-    def reset(self, slots: np.ndarray, rngs: list[np.random.Generator]) -> None:
-        assert self._state is not None
-        self._state.reset(slots)
-
-    def episode_extras(self, slot: int) -> dict[str, Any]:
-        return self._state.extras(slot) if self._state is not None else {}
-
     def __getstate__(self) -> dict[str, Any]:
-        d = dict(self.__dict__)
-        d["_policy"] = d["_state"] = d["_obj"] = None
+        d = super().__getstate__()
+        d["_obj"] = None
         return d
 
     def __call__(self, x: Tensor, ctx: StepContext) -> Tensor:

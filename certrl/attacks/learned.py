@@ -444,7 +444,29 @@ def weights_digest(state: dict[str, Tensor] | None) -> str | None:
     return h.hexdigest()
 
 
-class LearnedAttackHook(ObservationHook):
+class ThreatStateHook(ObservationHook):
+    """Base of the observation attacks that keep per-slot threat-model state: subclasses
+    create ``self._state`` (a :class:`ThreatState`) in ``bind``; it is reset when an episode
+    starts in a slot, reports each episode's budget / coupling numbers, and is dropped, with
+    the bound policy, when the hook is pickled for a worker (``bind`` rebuilds both there)."""
+
+    _state: ThreatState | None = None
+    _policy: Policy | None = None
+
+    def reset(self, slots: np.ndarray, rngs: list[np.random.Generator]) -> None:
+        assert self._state is not None
+        self._state.reset(slots)
+
+    def episode_extras(self, slot: int) -> dict[str, Any]:
+        return self._state.extras(slot) if self._state is not None else {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["_state"] = d["_policy"] = None
+        return d
+
+
+class LearnedAttackHook(ThreatStateHook):
     """Common part of the learned observation attacks: threat-model bookkeeping per slot, the
     mapping between the hook's space and the policy's normalized space, and the expectation
     over policy-smoothing noise (EOT) when the victim is a smoothed policy.
@@ -500,17 +522,8 @@ class LearnedAttackHook(ObservationHook):
     def _build(self) -> None:  # noqa: B027 - optional
         """Rebuild networks from the stored state dicts (after unpickling)."""
 
-    def reset(self, slots: np.ndarray, rngs: list[np.random.Generator]) -> None:
-        assert self._state is not None
-        self._state.reset(slots)
-
-    def episode_extras(self, slot: int) -> dict[str, Any]:
-        return self._state.extras(slot) if self._state is not None else {}
-
     def __getstate__(self) -> dict[str, Any]:
-        d = dict(self.__dict__)
-        d["_state"] = None
-        d["_policy"] = None
+        d = super().__getstate__()
         for k in list(d):
             if isinstance(d[k], nn.Module):
                 d[k] = None  # rebuilt from state dicts in bind
