@@ -1,13 +1,14 @@
 """Throughput of clean smoothed evaluation: where the time goes, against raw MuJoCo physics.
 
     python benchmarks/bench_throughput.py [--policy demo:hopper-noisy] [--env hopper]
-        [--sigma 0.2] [--steps 30000] [--batch-size 128] [--fill 8] [--repeat 3] [--no-ray]
+        [--sigma 0.2] [--steps 30000] [--batch-size N] [--fill 4] [--repeat 3] [--no-ray]
         [--quick]
 
 Every certrl row runs the same job: the smoothed policy (Gaussian noise of scale ``--sigma`` on
 the normalized observation, fresh each step, from each episode's own stream; no attack) on
-fresh episodes, at least ``--fill`` episodes per slot of every worker (so the end of the run,
-where slots empty one by one, weighs about as much as in a certification run of thousands of
+fresh episodes, at the lockstep width the CLI uses by default on that engine (512 mujoco, 128
+gym), at least ``--fill`` episodes per slot of every worker (so the end of the run, where
+slots empty one by one, weighs about as much as in a certification run of thousands of
 episodes) and about ``--steps`` environment steps; one env step = ``frame_skip`` physics
 steps. All numbers are measured in this run, so the ratios compare across machines. About
 ten minutes on 2 cores.
@@ -76,7 +77,13 @@ import torch
 from certrl.backends import default_workers, limit_threads, run_local
 from certrl.engines import mujoco_batch, set_engine_threads
 from certrl.envs import EnvSpec, resolve_env
-from certrl.evaluator import EvalConfig, episode_env_seed, episode_rng, run_episodes
+from certrl.evaluator import (
+    EvalConfig,
+    default_batch_size,
+    episode_env_seed,
+    episode_rng,
+    run_episodes,
+)
 from certrl.policies import load_policy, validate_spaces
 from certrl.policies.base import Policy
 from certrl.smoothing import GaussianSmoothing
@@ -294,9 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sigma", type=float, default=0.2)
     ap.add_argument("--steps", type=int, default=30000,
                     help="env steps per row (default 30000; N-worker rows run N times more)")
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--fill", type=int, default=8,
-                    help="certrl rows run at least this many episodes per slot (default 8)")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="lockstep width of every certrl row (default: the CLI's, per engine: "
+                         "512 mujoco, 128 gym)")
+    ap.add_argument("--fill", type=int, default=4,
+                    help="certrl rows run at least this many episodes per slot (default 4)")
     ap.add_argument("--repeat", type=int, default=3,
                     help="measure the headline row (local, all workers, mujoco) this many "
                          "times, each after its own raw measurements; report the median "
@@ -314,9 +323,11 @@ def main(argv: list[str] | None = None) -> int:
                              spec.gym_id)
     env.close()
     cores = default_workers()
-    batch = args.batch_size
+    batch = args.batch_size or default_batch_size("mujoco", spec)
+    gbatch = args.batch_size or default_batch_size("gym", spec)
     print(f"bench_throughput: {spec.gym_id}, {args.policy}, smoothing sigma={args.sigma}, "
-          f"{cores} cores, batch {batch}, ~{args.steps:,} steps per worker", file=sys.stderr)
+          f"{cores} cores, batch {batch} (gym rows {gbatch}), ~{args.steps:,} steps per worker",
+          file=sys.stderr)
 
     # mean episode length of this smoothed policy (sizes the runs; not timed)
     probe = run_episodes(policy, spec, list(range(8)), EvalConfig(seed=0, batch_size=8,
@@ -325,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     fill = 2 if args.quick else args.fill
     e1 = _episodes_for(args.steps, mean_len, 1, batch, fill)
     en = _episodes_for(args.steps * cores, mean_len, cores, batch, fill)
+    g1 = _episodes_for(args.steps, mean_len, 1, gbatch, fill)
+    gn = _episodes_for(args.steps * cores, mean_len, cores, gbatch, fill)
 
     naive_row, recorded = naive(policy, spec, max(2000, args.steps // 3), args.sigma)
     raws = [raw_physics(spec, recorded, args.steps)]
@@ -334,12 +347,12 @@ def main(argv: list[str] | None = None) -> int:
         raw_n.append(raw_physics(spec, recorded, args.steps, threads=cores))
         rows.append(raw_n[0])
     rows.append(naive_row)
-    rows.append(certrl_local(policy, spec, e1, 1, "gym", batch, args.sigma))
+    rows.append(certrl_local(policy, spec, g1, 1, "gym", gbatch, args.sigma))
     rows.append(certrl_local(policy, spec, e1, 1, "mujoco", batch, args.sigma, threads=1))
     if cores > 1:
         rows.append(certrl_local(policy, spec, en, 1, "mujoco", batch, args.sigma,
                                  threads=cores))
-        rows.append(certrl_local(policy, spec, en, cores, "gym", batch, args.sigma))
+        rows.append(certrl_local(policy, spec, gn, cores, "gym", gbatch, args.sigma))
     # the headline row, repeated: each repeat right after its own raw measurements
     heads: list[tuple[Row, Row, Row | None]] = []
     for i in range(max(1, args.repeat)):

@@ -58,9 +58,9 @@ def _add_run_args(p: argparse.ArgumentParser, episodes: int) -> None:
                    "always gets the same environment seed and noise streams")
     p.add_argument("--workers", type=int, default=None,
                    help="local worker processes (default: all cores)")
-    p.add_argument("--batch-size", type=int, default=128,
-                   help="lockstep environments per worker (default 128); results do not "
-                   "depend on it")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="lockstep environments per worker (default 512 on the mujoco engine, "
+                   "128 on gym); results do not depend on it")
     p.add_argument("--engine", default="auto", choices=["auto", "gym", "mujoco"],
                    help="simulation engine: gym (gymnasium.make), mujoco (raw MjData on a thread "
                    "pool, bit-identical to gym where supported), auto (fastest exact one)")
@@ -94,12 +94,14 @@ def _positive(name: str, v: int | float, allow_zero: bool = False) -> None:
 def build_job(args: argparse.Namespace):  # -> runner.Job
     from certrl.backends import PolicyRef, default_workers
     from certrl.envs import resolve_env, with_reward_bounds
+    from certrl.evaluator import default_batch_size
     from certrl.policies import load_policy, validate_spaces
     from certrl.results import ensure_writable_dir, results_path
     from certrl.runner import Job
 
     _positive("--episodes", args.episodes)
-    _positive("--batch-size", args.batch_size)
+    if args.batch_size is not None:
+        _positive("--batch-size", args.batch_size)
     if args.workers is not None:
         _positive("--workers", args.workers)
     spec = resolve_env(args.env, args.env_kwargs)
@@ -129,6 +131,8 @@ def build_job(args: argparse.Namespace):  # -> runner.Job
         raise UsageError("--ray-address needs --backend ray")
     workers = args.workers or (_ray_cpus(address) if backend == "ray" else default_workers())
     workers = max(1, min(workers, args.episodes))
+    if args.batch_size is None:
+        args.batch_size = default_batch_size(args.engine, spec)
     return Job(
         policy=policy,
         spec=spec,

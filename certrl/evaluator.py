@@ -172,6 +172,10 @@ class EnvBatch:
     reproduce Gymnasium's observations, rewards, ``terminated`` / ``truncated`` exactly (see
     ``ENGINES``). Hooks reach a slot's environment only through :meth:`unwrapped`."""
 
+    #: The batch width ``--batch-size`` defaults to on this engine (:func:`default_batch_size`):
+    #: one Gymnasium environment per slot (~1.5 MB for Hopper) keeps it moderate.
+    default_width = 128
+
     def __init__(self, spec: EnvSpec, width: int, env_kwargs: dict[str, Any]) -> None:
         self.envs = [spec.make(**env_kwargs) for _ in range(width)]
 
@@ -220,21 +224,39 @@ class EnvBatch:
 ENGINES: dict[str, Any] = {"gym": EnvBatch}
 
 
-def make_batch(engine: str, spec: EnvSpec, width: int, env_kwargs: dict[str, Any]) -> EnvBatch:
+def engine_class(engine: str, spec: EnvSpec, env_kwargs: dict[str, Any]) -> type[EnvBatch]:
+    """The :class:`EnvBatch` class that ``engine`` (a name of :data:`ENGINES`, or ``"auto"``:
+    the first fast engine that supports ``spec``, else ``"gym"``) resolves to."""
     import certrl.engines  # noqa: F401 - registers the fast engines (lazily: no import cycle)
 
     if engine == "auto":
         for name, cls in ENGINES.items():
             if (name != "gym" and not env_kwargs
                     and getattr(cls, "supports", lambda s: False)(spec)):
-                return cls(spec, width, env_kwargs)
+                return cls  # type: ignore[no-any-return]
         engine = "gym"
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; available: {sorted(ENGINES)}")
     cls = ENGINES[engine]
     if engine != "gym" and not cls.supports(spec):
         raise ValueError(f"engine {engine!r} does not support {spec.gym_id}; use --engine gym")
-    return cls(spec, width, env_kwargs)
+    return cls  # type: ignore[no-any-return]
+
+
+def make_batch(engine: str, spec: EnvSpec, width: int, env_kwargs: dict[str, Any]) -> EnvBatch:
+    return engine_class(engine, spec, env_kwargs)(spec, width, env_kwargs)
+
+
+def default_batch_size(engine: str, spec: EnvSpec, env_kwargs: dict[str, Any] | None = None,
+                       env_hooks: bool = False) -> int:
+    """The lockstep width ``--batch-size`` defaults to: the engine's ``default_width`` (512 on
+    the ``mujoco`` engine, whose slots are state rows: each lockstep iteration pays a fixed
+    ~1 ms of Python and torch calls, so wider batches amortize it; 128 on ``gym``, one
+    Gymnasium environment per slot). With environment hooks every slot holds its own
+    environment on any engine, so the ``gym`` width applies. Results never depend on it."""
+    if env_hooks:
+        return EnvBatch.default_width
+    return int(engine_class(engine, spec, dict(env_kwargs or {})).default_width)
 
 
 @dataclass

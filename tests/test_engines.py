@@ -284,3 +284,52 @@ def test_a_model_with_another_structure_is_refused() -> None:
             batch.reset(1, 0)
     finally:
         batch.close()
+
+
+def test_slots_share_one_reset_env_until_a_hook_takes_theirs() -> None:
+    """Slots no hook has reached reset on one shared environment and step with one model
+    (nothing per slot but its state row); ``unwrapped(k)`` makes slot ``k``'s own environment,
+    whose model change acts on that slot only. Step by step against Gymnasium."""
+    spec = resolve_env("hopper")
+    batch = make_batch("mujoco", spec, 4, {})
+    assert isinstance(batch, MujocoBatch)
+    refs = [gym.make("Hopper-v5") for _ in range(4)]
+    try:
+        assert batch.envs == [None] * 4  # no per-slot environment yet
+        batch.unwrapped(2).model.body_mass[1] *= 2.0
+        refs[2].unwrapped.model.body_mass[1] *= 2.0
+        assert [e is not None for e in batch.envs] == [False, False, True, False]
+        ks = np.arange(4)
+        seeds = [10, 11, 11, 13]  # slots 1 and 2 differ only in the torso mass
+        for k in range(4):
+            np.testing.assert_array_equal(batch.reset(k, seeds[k]),
+                                          refs[k].reset(seed=seeds[k])[0])
+        rng = np.random.default_rng(0)
+        heavy_differs = False
+        for _ in range(60):
+            a = rng.uniform(-1, 1, (4, 3)).astype(np.float32)
+            o, r, te, tr = batch.step_arrays(ks, a)
+            for k in range(4):
+                ro, rr, rte, rtr, _ = refs[k].step(a[k])
+                np.testing.assert_array_equal(o[k], ro)
+                assert (r[k], te[k], tr[k]) == (rr, rte, rtr)
+            heavy_differs |= bool(np.any(o[2] != o[1]))
+            if te.any():
+                break
+        assert heavy_differs
+    finally:
+        batch.close()
+        for e in refs:
+            e.close()
+
+
+def test_default_batch_size_follows_the_engine() -> None:
+    from certrl.evaluator import default_batch_size
+
+    hopper = resolve_env("hopper")
+    assert default_batch_size("auto", hopper) == MujocoBatch.default_width == 512
+    assert default_batch_size("mujoco", hopper) == 512
+    assert default_batch_size("gym", hopper) == EnvBatch.default_width == 128
+    assert default_batch_size("auto", hopper, env_hooks=True) == 128  # one env per slot
+    assert default_batch_size("auto", resolve_env("cartpole")) == 128
+    assert default_batch_size("auto", resolve_env("hopper", {"healthy_reward": 2.0})) == 128

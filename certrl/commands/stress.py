@@ -317,7 +317,10 @@ def _stress(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     d = _design(args, spec)
     params, points = d["params"], d["points"]
     from certrl.backends import default_workers
+    from certrl.evaluator import default_batch_size
 
+    if args.batch_size is None:  # every slot holds its own (perturbed) environment
+        args.batch_size = default_batch_size(args.engine, spec, env_hooks=True)
     job = build_job(args)
     m = args.episodes
     workers = max(1, args.workers or default_workers())

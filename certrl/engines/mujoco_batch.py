@@ -1,9 +1,10 @@
 """The ``mujoco`` engine: Gymnasium's MuJoCo locomotion tasks stepped on raw ``MjData``.
 
 Why: ``gymnasium.make("Hopper-v5").step`` spends ~19 us of Python per step on top of ~65 us
-of physics, and one environment steps on one core. This engine keeps one Gymnasium environment
-per slot (so ``unwrapped(k)`` *is* a ``MujocoEnv`` with its own ``.model``, which dynamics hooks
-may modify per slot, and its own seeded ``reset``), but replaces its ``step`` by
+of physics, and one environment steps on one core. This engine keeps Gymnasium's environment
+for what it does once per episode (``unwrapped(k)`` *is* a ``MujocoEnv`` with its own
+``.model``, which dynamics hooks may modify per slot, and resets are its seeded ``reset``), but
+replaces its ``step`` by
 
 1. each slot's full integration state (``mjSTATE_INTEGRATION``: time, qpos, qvel, act, the
    solver warm start, ctrl, applied forces, mocap, user data, plugin state) kept in one row
@@ -15,10 +16,10 @@ may modify per slot, and its own seeded ``reset``), but replaces its ``step`` by
    depends on nothing but the model and that state, so this is bit-identical to stepping a
    ``MjData`` per slot, and one ``MjData`` stays in cache where 64+ of them did not (a batch of
    128 per-slot ``MjData`` made each Hopper step ~10% slower). Likewise all slots step with
-   one shared copy of the model, except slots whose environment a hook has been handed
-   (:meth:`MujocoBatch.unwrapped`), which step with that environment's own model (128 model
-   copies cost another ~6% per step; the models are compiled from the same file, so the
-   results are the same bits, tested);
+   one shared model, except slots whose environment a hook has been handed
+   (:meth:`MujocoBatch.unwrapped` makes it on first use), which step with that
+   environment's own model (128 model copies cost another ~6% per step; the models are
+   compiled from the same file, so the results are the same bits, tested);
 3. one vectorized NumPy pass over the batch's state rows for observation, reward and
    termination, written with the same floating-point operations, in the same order and the
    same dtypes as Gymnasium's ``step`` (``x_velocity = (x_after - x_before) / dt``; the
@@ -26,11 +27,11 @@ may modify per slot, and its own seeded ``reset``), but replaces its ``step`` by
    inequalities on the unclipped state; the terminating step earns no healthy reward in v5),
    and the ``TimeLimit`` truncation at the registered ``max_episode_steps``.
 
-Resets call the slot's own Gymnasium ``reset(seed=...)`` (``mj_resetData``, the seeded
-``np_random`` draws, ``mj_forward``) and copy the resulting state into the slot's row: exact
+Resets call Gymnasium's ``reset(seed=...)`` (``mj_resetData``, the seeded ``np_random``
+draws, ``mj_forward``) and copy the resulting state into the slot's row: exact
 by construction and off the hot path. Differences from a Gymnasium environment that nothing
-in these tasks' observations or rewards reads: the environment's own ``data`` holds the state
-at the episode's reset (the episode runs in the state row), and ``mj_rnePostConstraint``
+in these tasks' observations or rewards reads: a slot environment's ``data`` holds the state
+of the slot's last reset (the episode runs in the state row), and ``mj_rnePostConstraint``
 (``cacc`` / ``cfrc_int`` / ``cfrc_ext``, outputs only; no supported task observes contact
 forces) is not called.
 
@@ -43,9 +44,12 @@ Threads: :func:`engine_threads` (default: the cores this process may use; the lo
 gives each of its N worker processes ``cores // N`` threads through :func:`set_engine_threads`,
 the Ray backend one per shard; ``CERTRL_ENGINE_THREADS`` overrides). The thread count never
 changes results: each slot is stepped by exactly one thread, and the batched reward /
-observation pass is elementwise. Slot models are the environments' own (one ``MjModel`` per
-slot), so a hook changing ``unwrapped(k).model`` (in place: ``body_mass[...] = ...``) affects
-slot ``k`` only, as with the ``gym`` engine (tested). Models are re-read at every reset and,
+observation pass is elementwise. ``unwrapped(k)`` is slot ``k``'s own environment (made on
+first use) and from then on the slot steps and resets with its model, so a hook changing
+``unwrapped(k).model`` (in place: ``body_mass[...] = ...``) affects slot ``k`` only, as with
+the ``gym`` engine (tested). Slots no hook has reached reset on one shared environment
+(``reset(seed=)`` depends on nothing but the seed and the model), so memory and start-up do
+not grow with the batch width. Models are re-read at every reset and,
 after per-step environment hooks, by :meth:`MujocoBatch.refresh` (``dt`` is cached per slot);
 a replacement model must keep the structure (sizes) of the original.
 
@@ -56,7 +60,6 @@ Where the time goes: ``benchmarks/bench_throughput.py``.
 
 from __future__ import annotations
 
-import copy
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -118,6 +121,11 @@ class MujocoBatch(EnvBatch):
     docstring). Construct through :func:`certrl.evaluator.make_batch`."""
 
     name = "mujoco"
+    #: Slots are state rows (memory flat in the width), and each lockstep iteration pays a
+    #: fixed ~1 ms of Python and torch calls (cold after ~10 ms of physics) that a wider
+    #: batch spreads over more steps: one Hopper core delivered 0.90 of raw ``mj_step`` at
+    #: width 128, 0.93 at 256, 0.95 at 512 (measured interleaved in one process).
+    default_width = 512
 
     @classmethod
     def supports(cls, spec: EnvSpec) -> bool:
@@ -138,10 +146,16 @@ class MujocoBatch(EnvBatch):
                 f"engine 'mujoco' supports {sorted(TASKS)} with default arguments only "
                 f"(got {spec.gym_id} with {dict(spec.kwargs, **env_kwargs)}); use --engine gym"
             )
-        super().__init__(spec, width, {})
+        self.spec = spec
+        # Gymnasium environments: one that resets every slot not handed out (reset(seed=)
+        # depends on the seed and the model only), and one per slot made on the first
+        # unwrapped(k) (hooks change that slot's model). Memory and start-up are flat in the
+        # batch width (a Hopper environment holds ~1.5 MB).
+        self._reset_env = spec.make()
+        self.envs: list[Any] = [None] * width
         self.task = TASKS[spec.gym_id]
-        u = self.envs[0].unwrapped
-        self.max_steps = _time_limit(self.envs[0])
+        u = self._reset_env.unwrapped
+        self.max_steps = _time_limit(self._reset_env)
         self.frame_skip = int(u.frame_skip)
         self.nq, self.nv, self.nu = int(u.model.nq), int(u.model.nv), int(u.model.nu)
         # the reward / health parameters the environment itself uses (defaults: supports())
@@ -168,14 +182,15 @@ class MujocoBatch(EnvBatch):
         self.state = np.zeros((width, self.nstate))
         self._all = list(range(width))
         self._rows = list(self.state)  # row views: mj_getState writes into them in place
-        # Slots step with one shared copy of the model (128 copies of the same model in cache
-        # cost ~6% per step) until their environment is handed out by unwrapped(k), the only
-        # way hooks reach a model; from then on slot k steps with its environment's own model.
-        self._shared_model = copy.deepcopy(m0)
+        # Slots step with one shared model, the reset environment's (128 copies of the same
+        # model in cache cost ~6% per step; nothing hands it out), until their environment is
+        # made by unwrapped(k), the only way hooks reach a model; from then on slot k steps
+        # with its environment's own model.
+        self._shared_model = m0
         self._private = [False] * width
         self.models: list[Any] = [None] * width
         self._dt = np.empty(width)
-        self.obs_dim = int(self.envs[0].observation_space.shape[0])
+        self.obs_dim = int(self._reset_env.observation_space.shape[0])
         for k in range(width):
             self._bind_model(k)
         self.steps = np.zeros(width, dtype=np.int64)
@@ -191,8 +206,9 @@ class MujocoBatch(EnvBatch):
         """Gymnasium's own ``reset(seed=...)`` on slot ``k``'s environment; the state it
         produced is copied into the slot's row (the environment's ``data`` is not stepped)."""
         self._bind_model(k)  # hooks change models before the reset, never during it
-        obs = self.envs[k].reset(seed=seed)[0]
-        u = self.envs[k].unwrapped
+        env = self.envs[k] if self._private[k] else self._reset_env
+        obs = env.reset(seed=seed)[0]
+        u = env.unwrapped
         mujoco.mj_getState(u.model, u.data, self._rows[k], self.spec_bits)
         self.steps[k] = 0
         return obs
@@ -234,10 +250,13 @@ class MujocoBatch(EnvBatch):
         return self._outputs(sel, act, st[sel], x_before)
 
     def unwrapped(self, k: int) -> Any:
-        """Slot ``k``'s Gymnasium environment. Its ``model`` is the one slot ``k`` steps with
-        from now on (changes to it act on this slot only); its ``data`` holds the state of the
-        last reset (the episode runs in the slot's state row)."""
+        """Slot ``k``'s own Gymnasium environment, made on the first call. Its ``model`` is the
+        one slot ``k`` resets and steps with from then on (changes to it act on this slot
+        only; hooks change it between steps, before a reset or before :meth:`refresh`); its
+        ``data`` holds the state of the slot's last reset through it (the episode runs in the
+        slot's state row)."""
         if not self._private[k]:
+            self.envs[k] = self.spec.make()
             self._private[k] = True
             self._bind_model(k)
         return self.envs[k].unwrapped
@@ -251,7 +270,9 @@ class MujocoBatch(EnvBatch):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        super().close()
+        for e in [self._reset_env, *self.envs]:
+            if e is not None:
+                e.close()
 
     # ------------------------------------------------------------------ internals
     def _bind_model(self, k: int) -> None:
