@@ -311,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
                          "times, each after its own raw measurements; report the median "
                          "(default 3)")
     ap.add_argument("--no-ray", action="store_true", help="skip the Ray row")
-    ap.add_argument("--quick", action="store_true", help="a few seconds per row (smoke test)")
+    ap.add_argument("--quick", action="store_true",
+                    help="a few seconds per row (smoke test; batch 32 unless --batch-size)")
     args = ap.parse_args(argv)
     if args.quick:
         args.steps = 4000
@@ -323,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
                              spec.gym_id)
     env.close()
     cores = default_workers()
+    if args.quick and args.batch_size is None:
+        args.batch_size = 32  # a smoke test: narrow batches keep every row to seconds
     batch = args.batch_size or default_batch_size("mujoco", spec)
     gbatch = args.batch_size or default_batch_size("gym", spec)
     print(f"bench_throughput: {spec.gym_id}, {args.policy}, smoothing sigma={args.sigma}, "

@@ -160,7 +160,8 @@ class EnvHook(Hook):
         pass
 
     def close(self, envs: list[Any]) -> None:  # noqa: B027
-        """Called once when the batch is closed (restore nominal models)."""
+        """Called once when the batch is closed (restore nominal models); ``envs``: the
+        unwrapped environments the batch handed to hooks."""
 
 
 class EnvBatch:
@@ -181,6 +182,10 @@ class EnvBatch:
 
     def unwrapped(self, k: int) -> Any:
         return self.envs[k].unwrapped
+
+    def handed_out(self) -> list[Any]:
+        """The unwrapped environments :meth:`unwrapped` may have handed to hooks."""
+        return [e.unwrapped for e in self.envs]
 
     def reset(self, k: int, seed: int) -> np.ndarray:
         return self.envs[k].reset(seed=seed)[0]
@@ -553,6 +558,6 @@ def run_episodes(
                 on_step(len(kl))
     finally:
         for h in env_hooks:
-            h.close([batch.unwrapped(k) for k in range(width)])
+            h.close(batch.handed_out())
         batch.close()
     return results

@@ -299,6 +299,7 @@ def test_slots_share_one_reset_env_until_a_hook_takes_theirs() -> None:
         batch.unwrapped(2).model.body_mass[1] *= 2.0
         refs[2].unwrapped.model.body_mass[1] *= 2.0
         assert [e is not None for e in batch.envs] == [False, False, True, False]
+        assert batch.handed_out() == [batch.unwrapped(2)]
         ks = np.arange(4)
         seeds = [10, 11, 11, 13]  # slots 1 and 2 differ only in the torso mass
         for k in range(4):

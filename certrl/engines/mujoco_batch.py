@@ -261,6 +261,9 @@ class MujocoBatch(EnvBatch):
             self._bind_model(k)
         return self.envs[k].unwrapped
 
+    def handed_out(self) -> list[Any]:
+        return [e.unwrapped for e in self.envs if e is not None]
+
     def refresh(self, ks: np.ndarray) -> None:
         """Re-read the models (and ``dt``) of slots ``ks`` after environment hooks ran."""
         for k in np.asarray(ks).tolist():
