@@ -203,8 +203,9 @@ class MujocoBatch(EnvBatch):
 
     # ------------------------------------------------------------------ engine API
     def reset(self, k: int, seed: int) -> np.ndarray:
-        """Gymnasium's own ``reset(seed=...)`` on slot ``k``'s environment; the state it
-        produced is copied into the slot's row (the environment's ``data`` is not stepped)."""
+        """Gymnasium's own ``reset(seed=...)``, on slot ``k``'s environment once a hook has it,
+        else on the shared reset environment; the state it produced is copied into the slot's
+        row (the environment's ``data`` is not stepped)."""
         self._bind_model(k)  # hooks change models before the reset, never during it
         env = self.envs[k] if self._private[k] else self._reset_env
         obs = env.reset(seed=seed)[0]
