@@ -36,11 +36,10 @@ import numpy as np
 import torch
 
 from certrl.attacks.base import ThreatModel
-from certrl.backends import default_workers, run_local
+from certrl.backends import PolicyRef, default_workers, run_local
 from certrl.commands.attack import load_registry
 from certrl.envs import resolve_env
 from certrl.evaluator import EvalConfig, episode_env_seed
-from certrl.policies import load_policy, validate_spaces
 
 
 def reference_pgd(policy, spec, eps: float, steps: int, iters: int = 10) -> float:
@@ -102,10 +101,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     spec = resolve_env(args.env)
-    policy = load_policy(args.policy)
-    env = spec.make()
-    policy = validate_spaces(policy, env.observation_space, env.action_space, spec.gym_id)
-    env.close()
+    policy = PolicyRef(args.policy).load(spec)  # loaded and fitted to the env
     workers = args.workers or default_workers()
     threat = ThreatModel(eps=args.eps, space="normalized" if policy.has_normalization else "raw")
     pgd = load_registry()["pgd"].factory(threat, policy, spec, steps="10")

@@ -22,10 +22,9 @@ import time
 import mujoco
 import torch
 
-from certrl.backends import default_workers, limit_threads, run_local
+from certrl.backends import PolicyRef, default_workers, limit_threads, run_local
 from certrl.envs import resolve_env
 from certrl.evaluator import EvalConfig, episode_env_seed
-from certrl.policies import load_policy, validate_spaces
 
 
 def raw_physics(spec, steps: int) -> float:
@@ -78,10 +77,7 @@ def main() -> None:
     args = ap.parse_args()
     limit_threads()
     spec = resolve_env(args.env)
-    env = spec.make()
-    policy = validate_spaces(load_policy(args.policy), env.observation_space, env.action_space,
-                             spec.gym_id)
-    env.close()
+    policy = PolicyRef(args.policy).load(spec)  # loaded and fitted to the env
     cores = default_workers()
     rows = [("raw mj_step (1 core)", raw_physics(spec, args.steps))]
     rows.append(("naive loop", naive(policy, spec, args.steps)))

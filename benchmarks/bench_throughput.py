@@ -74,7 +74,7 @@ import mujoco
 import numpy as np
 import torch
 
-from certrl.backends import default_workers, limit_threads, run_local
+from certrl.backends import PolicyRef, default_workers, limit_threads, run_local
 from certrl.engines import mujoco_batch, set_engine_threads
 from certrl.envs import EnvSpec, resolve_env
 from certrl.evaluator import (
@@ -84,7 +84,6 @@ from certrl.evaluator import (
     episode_rng,
     run_episodes,
 )
-from certrl.policies import load_policy, validate_spaces
 from certrl.policies.base import Policy
 from certrl.smoothing import GaussianSmoothing
 
@@ -319,10 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         args.repeat = 1
     limit_threads()
     spec = resolve_env(args.env)
-    env = spec.make()
-    policy = validate_spaces(load_policy(args.policy), env.observation_space, env.action_space,
-                             spec.gym_id)
-    env.close()
+    policy = PolicyRef(args.policy).load(spec)  # loaded and fitted to the env
     cores = default_workers()
     if args.quick and args.batch_size is None:
         args.batch_size = 32  # a smoke test: narrow batches keep every row to seconds

@@ -271,6 +271,14 @@ class ActionAttackHook(ActionHook):
                 out = torch.where(bad[:, None], prev + (out - prev) * lo[:, None], out)
         return out
 
+    def _perturb(self, action: Tensor, delta: Tensor, slots: np.ndarray) -> Tensor:
+        """The executed action for a proposed perturbation ``delta``: coupled and projected
+        (:meth:`_couple_and_project`), added, clipped to the action bounds, and recorded."""
+        delta = self._couple_and_project(delta, slots)
+        new = self._clip(action + delta)
+        self._record(slots, new - action, delta)
+        return new
+
     def _clip(self, a: Tensor) -> Tensor:
         assert self._low is not None and self._high is not None
         return torch.maximum(torch.minimum(a, self._high), self._low)
@@ -317,10 +325,7 @@ class NoiseHook(ActionAttackHook):
             raw = _normal(ctx.rngs, d) * std
         else:
             raw = uniform_lp_ball(ctx.rngs, d, self.radius, self.norm)
-        delta = self._couple_and_project(raw, slots)
-        new = self._clip(action + delta)
-        self._record(slots, new - action, delta)
-        return new
+        return self._perturb(action, raw, slots)
 
 
 class MASHook(ActionAttackHook):
@@ -345,10 +350,7 @@ class MASHook(ActionAttackHook):
         else:
             assert self._low is not None and self._high is not None
             delta = furthest_vertex(action, self._low, self._high) - action
-        delta = self._couple_and_project(delta, slots)
-        new = self._clip(action + delta)
-        self._record(slots, new - action, delta)
-        return new
+        return self._perturb(action, delta, slots)
 
 
 class PRHook(ActionAttackHook):
