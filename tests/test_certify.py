@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.special import ndtr, ndtri
 
 from certrl.certificates import (
     expected_return_certificate,
     expected_return_certificate_cp,
     percentile_certificate,
 )
+from certrl.certificates.bands import survival_band
+from certrl.certificates.returns import expected_return_from_band
 from certrl.cli import main
 from certrl.evaluator import EvalConfig, run_episodes
 from certrl.results import load_results
@@ -48,10 +51,10 @@ def test_certificates_section_matches_the_math(tmp_path, capsys):
     assert data["evaluation"]["episodes"] == 40  # the unsmoothed clean return, same seeds
 
 
-def test_auto_band_uses_the_return_lattice_on_cartpole(tmp_path):
-    """CartPole returns are integers 1..500: auto picks the Clopper-Pearson grid 2..500 (from
+def test_cp_grid_band_uses_the_return_lattice_on_cartpole(tmp_path):
+    """CartPole returns are integers 1..500: cp-grid is the Clopper-Pearson grid 2..500 (from
     the environment, not the data) and it is what certify reports."""
-    rc, data = _certify(tmp_path)
+    rc, data = _certify(tmp_path, "--band", "cp-grid")
     assert rc == 0
     c = data["certificates"]
     assert c["band"]["method"] == "clopper-pearson-grid-bonferroni"
@@ -62,6 +65,48 @@ def test_auto_band_uses_the_return_lattice_on_cartpole(tmp_path):
     got = [b["expected_return_lower_bound"] for b in c["budgets"]]
     assert got == pytest.approx(expected.tolist(), rel=1e-12)
     assert got[0] >= got[1] >= got[2] >= 1.0 and got[0] <= rets.mean()
+
+
+def test_auto_band_is_hybrid_with_survival_and_comparison(tmp_path):
+    """auto = the hybrid band; the section carries the certified survival function (the
+    band's bound pushed through Neyman-Pearson at every budget) and every band's expected
+    certificate on the same sample."""
+    rc, data = _certify(tmp_path)
+    assert rc == 0
+    c = data["certificates"]
+    assert c["band"]["method"] == "hybrid-dkw-order-statistic-tails"
+    rets = np.array(c["smoothed_clipped_returns"])
+    band = survival_band(rets, 0.05, "hybrid")
+    expected = expected_return_from_band(band, 0.1, [0, 0.1, 0.3], 1.0)
+    got = [b["expected_return_lower_bound"] for b in c["budgets"]]
+    assert got == pytest.approx(expected.tolist(), rel=1e-12)
+    cmp = c["band_comparison"]["expected_return_lower_bound"]
+    assert set(cmp) == {"dkw", "order", "hybrid", "cp-grid"}
+    assert cmp["hybrid"] == pytest.approx(got, rel=1e-12)
+    assert cmp["dkw"] == pytest.approx(
+        expected_return_certificate(rets, 0.1, [0, 0.1, 0.3], 0.05, 1.0).tolist(), rel=1e-12)
+    sv = c["survival"]
+    thr = np.array(sv["thresholds"])
+    assert thr[0] == rets.min() and thr[-1] == rets.max()
+    p03 = np.array(sv["certified"]["0.3"])
+    assert p03 == pytest.approx(ndtr(ndtri(band.at(thr)) - 0.3 / 0.1).tolist(), rel=1e-12)
+    assert np.all(np.array(sv["certified"]["0"]) >= p03)
+    assert sv["clean_empirical"][0] == 1.0
+
+
+def test_certify_prints_the_threat_scale_on_hopper(tmp_path, capsys):
+    pol = random_bundle(tmp_path, "Hopper-v5")
+    rc = main(["certify", str(pol), "--env", "hopper", "--episodes", "20", "--budgets",
+               "0,0.2", "--no-attack", "--workers", "1", "--no-progress", "--out",
+               str(tmp_path / "o")])
+    assert rc == 0
+    c = load_results(tmp_path / "o" / "Hopper-v5_policy.json")["certificates"]
+    thr = c["attack_threat"]
+    assert thr["eps"] == 0.075 and thr["comparable"]
+    assert thr["episode_l2_equivalent"] == pytest.approx(0.075 * np.sqrt(11 * 1000))
+    assert c["budgets"][1]["per_step_linf_eps"] == pytest.approx(0.2 / np.sqrt(11 * 1000))
+    out = capsys.readouterr().out
+    assert "episode l2 budget of 7.87" in out and "certified CDF" in out
 
 
 def test_cp_grid_band_needs_a_lattice(tmp_path, capsys):
@@ -128,7 +173,7 @@ def test_certificate_stays_below_the_attacked_return_on_cartpole(tmp_path):
                "--no-progress", "--out", str(out)])
     assert rc == 0
     c = load_results(out / "CartPole-v0_cartpole-noisy.json")["certificates"]
-    assert c["band"]["method"] == "clopper-pearson-grid-bonferroni"
+    assert c["band"]["method"] == "hybrid-dkw-order-statistic-tails"
     for row in c["budgets"]:
         bound, att = row["expected_return_lower_bound"], row["attack"]
         assert att is not None and att["episodes"] == 16

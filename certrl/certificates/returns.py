@@ -26,6 +26,7 @@ from numpy.typing import ArrayLike
 from scipy.special import ndtr, ndtri
 from scipy.stats import binom
 
+from certrl.certificates.bands import SurvivalBand, survival_band
 from certrl.certificates.neyman_pearson import (
     _check_budgets,
     _check_sigma,
@@ -37,7 +38,9 @@ from certrl.certificates.per_state import clopper_pearson_lower
 __all__ = [
     "expected_return_certificate",
     "expected_return_certificate_cp",
+    "expected_return_from_band",
     "percentile_certificate",
+    "survival_certificate",
 ]
 
 # Number of (distinct value x budget) Gaussian-CDF evaluations done at once.
@@ -101,6 +104,7 @@ def expected_return_certificate(
     upper: float | None = None,
     *,
     one_sided: bool = True,
+    band: str = "dkw",
 ) -> np.ndarray:
     """Certified lower bounds on the expected return under attack, one per budget.
 
@@ -142,6 +146,11 @@ def expected_return_certificate(
         one_sided: ``True`` (default) uses the one-sided Massart band
             ``sqrt(ln(1/alpha)/(2m))`` (all that a lower bound needs); ``False`` reproduces the
             two-sided ``sqrt(ln(2/alpha)/(2m))`` band of the reference code.
+        band: ``"dkw"`` (default, the formula above), or ``"order"`` / ``"hybrid"``: the
+            same integral with ``S_m(v_i) - eps`` replaced by the lower bound of that
+            :func:`~certrl.certificates.bands.survival_band` (tight in the tails; same
+            guarantee, with the band's event in place of the DKW event). ``one_sided`` only
+            applies to ``"dkw"``.
 
     Returns:
         Array with the shape of ``budgets`` of certified lower bounds on ``E[R_adv]``.
@@ -151,6 +160,8 @@ def expected_return_certificate(
     b = _check_budgets(budgets)
     r = _check_returns(returns, lower, upper)
     m = r.size
+    if band != "dkw":
+        return expected_return_from_band(survival_band(r, alpha, band), sigma, b, lower)
     eps = dkw_epsilon(m, alpha, one_sided=one_sided)
 
     values, counts = np.unique(r, return_counts=True)
@@ -158,6 +169,65 @@ def expected_return_certificate(
     widths = np.diff(np.concatenate(([float(lower)], values)))
     p = np.maximum(n_ge / m - eps, 0.0)
     return float(lower) + _weighted_np_sum(widths, p, b, sigma)
+
+
+def expected_return_from_band(
+    band: SurvivalBand, sigma: float, budgets: ArrayLike, lower: float
+) -> np.ndarray:
+    """Certified lower bounds on the attacked expected return from a survival band.
+
+    Kumar et al. (2022), Section 5 (expected reward from the CDF), with any simultaneous band
+    ``L_i <= P_clean(R >= v_i)`` (:func:`~certrl.certificates.bands.survival_band`)::
+
+        bound(B) = lower + sum_i (v_i - v_{i-1}) * Phi(Phi^{-1}(L_i) - B/sigma),  v_0 = lower.
+
+    Guarantee: on the band's event (probability ``>= 1 - band.alpha`` over the sampled clean
+    episodes), simultaneously for every ``B >= 0``, ``E[R_adv] >= bound(B)`` for every adaptive
+    adversary with total budget ``sqrt(sum_t ||eps_t||_2^2) <= B`` against the smoothed policy
+    with noise ``sigma``. Same threat model and assumptions as
+    :func:`expected_return_certificate` (returns ``>= lower``, clean and attacked).
+
+    Returns:
+        Array with the shape of ``budgets``.
+    """
+    sigma = _check_sigma(sigma)
+    b = _check_budgets(budgets)
+    lower = float(lower)
+    if band.values.size and band.values[0] < lower:
+        raise ValueError(f"a return ({band.values[0]!r}) is below the lower bound {lower!r}")
+    widths = np.diff(np.concatenate(([lower], band.values)))
+    return lower + _weighted_np_sum(widths, band.lower, b, sigma)
+
+
+def survival_certificate(
+    band: SurvivalBand, sigma: float, budgets: ArrayLike, thresholds: ArrayLike | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Certified survival function of the attacked return: ``P_adv(R >= v) >= p(B, v)``.
+
+    Adaptive Neyman-Pearson lemma (Kumar et al. 2022, Theorem 1) applied to every event
+    ``{R >= v}`` of the band: ``p(B, v) = Phi(Phi^{-1}(L(v)) - B/sigma)`` with ``L(v)`` the
+    band's bound at ``v`` (:meth:`SurvivalBand.at`). No lower bound on the return is needed.
+
+    Guarantee: on the band's event (probability ``>= 1 - band.alpha`` over the sampled clean
+    episodes), simultaneously for every threshold ``v`` and every budget ``B >= 0``,
+    ``P_adv(R >= v) >= p(B, v)`` for every adaptive adversary with total l2 budget ``B`` over
+    the episode. Non-increasing in ``B`` and in ``v``.
+
+    Args:
+        band: a :class:`~certrl.certificates.bands.SurvivalBand` of clean smoothed returns.
+        sigma: smoothing noise standard deviation.
+        budgets: shape ``(nb,)`` budgets.
+        thresholds: shape ``(nv,)`` thresholds (default: the band's sample values).
+
+    Returns:
+        ``(thresholds, p)`` with ``p`` of shape ``(nb, nv)``.
+    """
+    sigma = _check_sigma(sigma)
+    b = np.atleast_1d(_check_budgets(budgets)).ravel()
+    v = band.values if thresholds is None else np.asarray(thresholds, dtype=float).ravel()
+    lo = band.at(v)
+    p = ndtr(ndtri(lo)[None, :] - b[:, None] / sigma)
+    return v, p
 
 
 def expected_return_certificate_cp(

@@ -88,12 +88,15 @@ def register(sub: Any) -> None:
     g.add_argument("--budget", type=float, default=None, help="a single budget B")
     p.add_argument("--alpha", type=float, default=0.05,
                    help="failure probability of each certificate (default 0.05)")
-    p.add_argument("--band", choices=["auto", "dkw", "cp-grid"], default="auto",
-                   help="confidence band on the return distribution: dkw (one-sided "
-                   "DKW/Massart), cp-grid (Clopper-Pearson on the lattice of possible returns, "
-                   "Bonferroni; the reference code's CartPole route, needs a constant per-step "
-                   "reward) or auto (cp-grid when the returns lie on a known lattice, else dkw; "
-                   "chosen from the environment, never from the data)")
+    p.add_argument("--band", choices=["auto", "hybrid", "order", "dkw", "cp-grid"],
+                   default="auto",
+                   help="confidence band on the return distribution: hybrid (DKW in the "
+                   "middle, exact order-statistic bounds in the tails, union bound; the "
+                   "tightest for continuous returns), order (order statistics only), dkw "
+                   "(one-sided DKW/Massart, Kumar et al.'s experiments), cp-grid "
+                   "(Clopper-Pearson on the lattice of possible returns, Bonferroni; the "
+                   "reference code's CartPole route, needs a constant per-step reward) or auto "
+                   "(hybrid; dkw with --fail-under, whose stopping rule is built on it)")
     p.add_argument("--quantiles", default="0.1,0.25,0.5",
                    help="quantiles of the attacked return to certify (default 0.1,0.25,0.5)")
     p.add_argument("--clean-episodes", type=int, default=None,
@@ -153,10 +156,89 @@ def return_lattice(spec: Any) -> np.ndarray | None:
     return lower + abs(lo) * np.arange(1, k + 1, dtype=float)
 
 
+def cp_grid_band(returns: np.ndarray, alpha: float, grid: np.ndarray) -> Any:
+    """The ``cp-grid`` band as a :class:`~certrl.certificates.bands.SurvivalBand`: one-sided
+    Clopper-Pearson at ``alpha / K`` on each lattice threshold (Bonferroni); on a lattice every
+    return is a threshold (or ``lower``), so ``P(R >= v) >= p_i`` for ``v <= t_i``."""
+    from certrl.certificates import clopper_pearson_lower
+    from certrl.certificates.bands import SurvivalBand
+
+    m = returns.size
+    k = m - np.searchsorted(np.sort(returns), grid, side="left")
+    p = np.asarray(clopper_pearson_lower(k, m, alpha / grid.size), dtype=float)
+    return SurvivalBand("clopper-pearson-grid-bonferroni", alpha, m, grid.astype(float), k,
+                        np.minimum.accumulate(p), {"thresholds": int(grid.size)})
+
+
+def survival_section(band: Any, sigma: float, budgets: list[float],
+                     points: int = 101) -> dict[str, Any]:
+    """The certified survival function ``P_adv(R >= v) >= p(B, v)`` on up to ``points``
+    thresholds (sample values at evenly spaced ranks: the band holds at every ``v`` at once,
+    so any thresholds may be reported)."""
+    from certrl.certificates.returns import survival_certificate
+
+    nv = band.values.size
+    idx = np.unique(np.linspace(0, nv - 1, min(points, nv)).round().astype(int))
+    v, p = survival_certificate(band, sigma, budgets, thresholds=band.values[idx])
+    return {
+        "statement": "P_adv(R >= v) >= certified[B][k] for every threshold v <= thresholds[k], "
+                     "every budget B and every adaptive adversary, all at once (the band's "
+                     "confidence)",
+        "thresholds": [float(x) for x in v],
+        "clean_empirical": [float(x) for x in band.counts_ge[idx] / band.m],
+        "band": [float(x) for x in band.lower[idx]],
+        "certified": {f"{b:g}": [float(x) for x in row] for b, row in zip(budgets, p,
+                                                                          strict=True)},
+    }
+
+
+def band_comparison(returns: np.ndarray, sigma: float, budgets: list[float], alpha: float,
+                    lower: float, grid: np.ndarray | None) -> dict[str, Any]:
+    """The expected-return certificate under every applicable band on the same sample, for
+    reading how much the band costs. Informational: only the band chosen *before* sampling
+    (``--band``) is the certificate; taking the best of these would spend alpha several
+    times."""
+    from certrl.certificates import expected_return_certificate_cp
+    from certrl.certificates.bands import survival_band
+    from certrl.certificates.returns import expected_return_from_band
+
+    out: dict[str, Any] = {}
+    for name in ("dkw", "order", "hybrid"):
+        vals = expected_return_from_band(survival_band(returns, alpha, name), sigma, budgets,
+                                         lower)
+        out[name] = [float(x) for x in np.atleast_1d(vals)]
+    if grid is not None:
+        vals = expected_return_certificate_cp(returns, sigma, budgets, alpha, lower, grid)
+        out["cp-grid"] = [float(x) for x in np.atleast_1d(vals)]
+    return {"budgets": list(budgets), "expected_return_lower_bound": out,
+            "note": "informational; the certificate is the band chosen before sampling"}
+
+
+def attack_threat(spec: Any, horizon: int, obs_dim: int, space: str) -> dict[str, Any] | None:
+    """The attack literature's per-step l_inf budget for this environment as an episode l2
+    budget: ``eps * sqrt(obs_dim * horizon)`` (every coordinate of every step moved by
+    ``eps``), so a reader sees how far a certified ``B`` is from the threat the attacks use."""
+    eps = getattr(spec, "default_eps", None)
+    if not eps:
+        return None
+    return {"eps": float(eps), "norm": "linf", "space": "normalized",
+            "source": getattr(spec, "eps_source", ""),
+            "episode_l2_equivalent": float(eps) * math.sqrt(obs_dim * horizon),
+            "comparable": space == "normalized"}
+
+
 def _band_text(band: dict[str, Any]) -> str:
-    if band.get("method") == "clopper-pearson-grid-bonferroni":
+    method = band.get("method")
+    if method == "clopper-pearson-grid-bonferroni":
         return (f"band: Clopper-Pearson on {band['thresholds']} return thresholds at "
                 f"alpha/{band['thresholds']} each (Bonferroni)")
+    if method == "hybrid-dkw-order-statistic-tails":
+        return (f"hybrid band: DKW eps = {band['epsilon']:.4f} at alpha {band['alpha_dkw']:g} "
+                f"and order-statistic bounds on {band['ranks']} tail ranks at alpha "
+                f"{band['alpha_order']:g} (union bound)")
+    if method == "order-statistic-bonferroni":
+        return (f"order-statistic band on {band['ranks']} ranks at alpha/{band['ranks']} each "
+                "(Bonferroni)")
     return f"DKW band eps = {band['epsilon']:.4f}"
 
 
@@ -173,10 +255,11 @@ def cmd_certify(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     from certrl.certificates import (
         Decision,
         dkw_epsilon,
-        expected_return_certificate,
         expected_return_certificate_cp,
         percentile_certificate,
     )
+    from certrl.certificates.bands import survival_band
+    from certrl.certificates.returns import expected_return_from_band
     from certrl.results import update_results
     from certrl.runner import finish_journal, returns_array, run_section
     from certrl.smoothing import GaussianSmoothing, PerStateCertifier, resolve_space
@@ -203,13 +286,13 @@ def cmd_certify(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     grid = return_lattice(job.spec)
     band_method = args.band
     if band_method == "auto":
-        band_method = "cp-grid" if grid is not None and args.fail_under is None else "dkw"
+        band_method = "dkw" if args.fail_under is not None else "hybrid"
     if band_method == "cp-grid" and grid is None:
         raise UsageError(
             f"--band cp-grid needs returns on a known lattice (a constant per-step reward with "
             f"exact bounds); {job.spec.gym_id} has {job.spec.bounds_kind} per-step bounds "
             f"{list(job.spec.step_reward_bounds)}: use --band dkw")
-    if band_method == "cp-grid" and args.fail_under is not None:
+    if band_method != "dkw" and args.fail_under is not None:
         raise UsageError("--fail-under uses the DKW band of its stopping rule: use --band dkw "
                          "(or auto) with --fail-under")
     m = args.episodes
@@ -244,18 +327,22 @@ def cmd_certify(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     cert_returns = returns_array(smoothed, clipped=True)
     clipped_steps = int(sum(r.clipped_steps for r in smoothed))
 
-    # 3. certificates: one band for the whole curve
+    # 3. certificates: one band for the whole curve (and the certified survival function)
     if band_method == "cp-grid":
         assert grid is not None
         bounds = expected_return_certificate_cp(cert_returns, args.sigma, budgets, cert_alpha,
                                                 lower, grid)
         band = {"method": "clopper-pearson-grid-bonferroni", "thresholds": int(grid.size),
                 "alpha": cert_alpha, "alpha_per_threshold": cert_alpha / grid.size}
+        sband = cp_grid_band(cert_returns, cert_alpha, grid)
     else:
-        bounds = expected_return_certificate(cert_returns, args.sigma, budgets, cert_alpha,
-                                             lower)
-        band = {"method": "dkw-massart-one-sided",
-                "epsilon": dkw_epsilon(m_used, cert_alpha, one_sided=True), "alpha": cert_alpha}
+        sband = survival_band(cert_returns, cert_alpha, band_method)
+        bounds = expected_return_from_band(sband, args.sigma, budgets, lower)
+        band = sband.to_json()
+        if band_method == "dkw":
+            band["epsilon"] = dkw_epsilon(m_used, cert_alpha, one_sided=True)
+    survival = survival_section(sband, args.sigma, budgets)
+    compare = band_comparison(cert_returns, args.sigma, budgets, cert_alpha, lower, grid)
     rows: list[dict[str, Any]] = []
     for b, bound in zip(budgets, np.atleast_1d(bounds), strict=True):
         pct = percentile_certificate(cert_returns, args.sigma, b, quantiles, cert_alpha,
@@ -263,6 +350,7 @@ def cmd_certify(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         rows.append({
             "budget": b,
             "per_step_eps": b / math.sqrt(horizon),
+            "per_step_linf_eps": b / math.sqrt(horizon * policy.obs_dim),
             "expected_return_lower_bound": float(bound),
             "percentile_lower_bounds": {f"{q:g}": float(v) for q, v in pct.items()},
             "attack": None,
@@ -305,6 +393,9 @@ def cmd_certify(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         "bounds_kind": job.spec.bounds_kind,
         "clipped_steps": clipped_steps,
         "band": band,
+        "band_comparison": compare,
+        "survival": survival,
+        "attack_threat": attack_threat(job.spec, horizon, policy.obs_dim, space),
         "clean_smoothed": {"summary": returns_summary(raw_returns, job.seed)},
         "clean_unsmoothed": {"summary": eval_sec["summary"], "episodes": n_clean},
         "budgets": rows,
@@ -451,13 +542,31 @@ def _per_state_summary(results: list[Any]) -> dict[str, Any]:
     }
 
 
+def _print_survival(sec: dict[str, Any]) -> None:
+    """Certified P_adv(R >= v) at the clean smoothed return's quartiles, per budget."""
+    sv = sec.get("survival")
+    if not sv or not sv["thresholds"]:
+        return
+    rets = np.sort(np.asarray(sec["smoothed_clipped_returns"], dtype=float))
+    picks = [float(np.quantile(rets, q, method="inverted_cdf")) for q in (0.1, 0.25, 0.5)]
+    cols = "".join(f"{'P(R>=' + _fmt(v) + ')':>18}" for v in picks)
+    print(f"{'certified CDF: B':>16}{cols}")
+    thr = np.asarray(sv["thresholds"])
+    for b, row in sv["certified"].items():
+        p = np.asarray(row)
+        # the bound at v is the one at the first reported threshold >= v (valid, conservative)
+        vals = [p[min(int(np.searchsorted(thr, v, side="left")), p.size - 1)]
+                if v <= thr[-1] else 0.0 for v in picks]
+        print(f"{b:>16}" + "".join(f"{x:>18.3f}" for x in vals))
+
+
 def _print_report(job: Any, sec: dict[str, Any], eval_sec: dict[str, Any],
                   quantiles: list[float], note: str) -> None:
     print_summary(f"{job.spec.gym_id} unsmoothed clean return", eval_sec["summary"])
     print_summary(f"smoothed clean return (sigma={sec['sigma']:g})",
                   sec["clean_smoothed"]["summary"])
     qcols = "".join(f"{'q' + format(q, 'g'):>11}" for q in quantiles)
-    head = (f"{'B (l2, episode)':>16}{'eps/step':>10}{'certified E[R]':>16}{qcols}"
+    head = (f"{'B (l2, episode)':>16}{'l2/step':>9}{'linf/step':>10}{'certified E[R]':>16}{qcols}"
             f"{'attacked E[R]':>16}")
     print(head)
     print("-" * len(head))
@@ -466,8 +575,19 @@ def _print_report(job: Any, sec: dict[str, Any], eval_sec: dict[str, Any],
         att_s = "-" if att is None else _fmt(att["mean"])
         qs = "".join(f"{_fmt(row['percentile_lower_bounds'][format(q, 'g')]):>11}"
                      for q in quantiles)
-        print(f"{row['budget']:>16g}{row['per_step_eps']:>10.4f}"
+        linf = row.get("per_step_linf_eps", float("nan"))
+        print(f"{row['budget']:>16g}{row['per_step_eps']:>9.4f}{linf:>10.5f}"
               f"{_fmt(row['expected_return_lower_bound']):>16}{qs}{att_s:>16}")
+    _print_survival(sec)
+    thr = sec.get("attack_threat")
+    if thr and thr["comparable"] and sec["budgets"]:
+        big = sec["budgets"][-1]["budget"]
+        need = thr["episode_l2_equivalent"]
+        print(f"threat scale: the attacks' l_inf eps {thr['eps']:g} per step ({thr['source']}) "
+              f"on all {sec['horizon']} steps is an episode l2 budget of {need:,.2f}; the "
+              f"largest certified B = {big:g} is {big / need:.1%} of it (a per-step l_inf "
+              f"eps of {sec['budgets'][-1]['per_step_linf_eps']:.5f} on every step). For "
+              f"per-step certificates at eps {thr['eps']:g}: certrl bound")
     print(f"certified return >= lower bound a = {sec['reward_lower_bound']:g} "
           f"({sec['bounds_kind']} per-step reward bounds {sec['step_reward_bounds']}); "
           f"{_band_text(sec['band'])}")

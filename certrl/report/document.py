@@ -241,6 +241,20 @@ def _cert_notes(it: PolicyResults) -> list[Para]:
     if c.get("clipped_steps"):
         out.append(Para(f"Warning: {c['clipped_steps']} steps had rewards outside the per-step "
                         "bounds and were clipped in the certified return.", "note"))
+    thr = c.get("attack_threat")
+    rows = c.get("budgets") or []
+    if isinstance(thr, dict) and thr.get("comparable") and rows:
+        big = rows[-1]
+        need = _num(thr.get("episode_l2_equivalent"))
+        if need and _num(big.get("budget")) is not None:
+            out.append(Para(
+                f"Threat scale: the attacks' ℓ∞ ε = {thr.get('eps')} per step "
+                f"({thr.get('source', '')}) on every step of an episode is an episode ℓ2 "
+                f"budget of {need:,.2f}; the largest certified budget B = {big['budget']:g} is "
+                f"{float(big['budget']) / need:.1%} of it (ℓ∞ "
+                f"{_num(big.get('per_step_linf_eps')) or 0:.5f} per step). Per-step "
+                "certificates at the attacks' ε are in the per-step bounds section "
+                "(certrl bound).", "note"))
     return out
 
 
@@ -391,6 +405,9 @@ def build_document(items: list[PolicyResults]) -> Document:
         B.append(Fig(F.certificate_figure(it, f"fig-{sid}-certificate")))
         B.append(_budget_table(it))
         B.extend(_cert_notes(it))
+        sv = F.survival_figure(it, f"fig-{sid}-survival")
+        if sv is not None:
+            B.append(Fig(sv))
         sd = F.smoothed_distribution_figure(it, f"fig-{sid}-smoothed-quantiles")
         if sd is not None:
             B.append(Fig(sd))
