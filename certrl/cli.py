@@ -376,10 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_modules() -> list[Callable[[Any], None]]:
     """``register(subparsers)`` of the commands that live in their own modules."""
-    from certrl.commands import attack, certify, compare, gate, report, stress
+    from certrl.commands import attack, bound, certify, compare, gate, report, stress
 
-    return [certify.register, attack.register, report.register, compare.register, gate.register,
-            stress.register]
+    return [certify.register, attack.register, bound.register, report.register,
+            compare.register, gate.register, stress.register]
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:

@@ -28,6 +28,10 @@ Spaces are optional (``"certified_return@B=0.1 >= 2500"``, ``"attack_min>=1500"`
                                 ``certrl stress``: ``stress.worst_case.lower`` (or its
                                 ``mean_ci``/``summary``), else the minimum over
                                 ``stress.cells`` of each cell's lower CI end
+``certified_fraction@eps=x``    lower end of the 95% episode-bootstrap CI of the fraction of
+                                visited states whose action ``certrl bound`` certifies at the
+                                per-step budget ``x`` (``bounds.curve[eps=x]``): deviation
+                                ``<= tol`` (continuous) or greedy action unchanged (discrete)
 ==============================  =============================================================
 
 Why a minimum of lower bounds is a lower bound: if ``L_j`` is a level-``1 - delta`` lower
@@ -103,7 +107,7 @@ OPS: dict[str, Callable[[float, float], bool]] = {
 NEGATION = {">=": "<", ">": "<=", "<=": ">", "<": ">="}
 CERTIFIED_METRICS = ("certified_return", "certified_qQ")
 METRICS = ("certified_return@B=x", "certified_qQ@B=x", "clean_return", "smoothed_return",
-           "attack_min", "attack:NAME", "worst_case_return")
+           "attack_min", "attack:NAME", "worst_case_return", "certified_fraction@eps=x")
 LOWER_BOUND_NOTE = ("each requirement compares a lower confidence bound (the certificate itself, "
                     "or the lower end of a confidence interval), never a point estimate")
 
@@ -130,10 +134,13 @@ class Requirement:
     threshold: float
     budget: float | None = None
     quantile: float | None = None
+    eps: float | None = None
 
     @property
     def label(self) -> str:
         """The metric with its budget, e.g. ``certified_return@B=0.1``."""
+        if self.eps is not None:
+            return f"{self.metric}@eps={self.eps:g}"
         return self.metric if self.budget is None else f"{self.metric}@B={self.budget:g}"
 
     @property
@@ -172,11 +179,21 @@ def parse_requirement(text: str) -> Requirement:
         raise ValueError(f"requirement {text!r}: '{op}' is not supported (a gate compares a "
                          "lower confidence bound with >=, >, <= or <)")
     threshold = _parse_float(m.group("thr"), "threshold", text)
-    budget = quantile = None
+    budget = quantile = eps = None
+    if metric == "certified_fraction":
+        if m.group("bname") != "eps":
+            raise ValueError(f"requirement {text!r}: certified_fraction needs a per-step "
+                             f"budget, e.g. 'certified_fraction@eps=0.075 {op} "
+                             f"{m.group('thr')}'")
+        eps = _parse_float(m.group("budget"), "eps", text)
+        if eps < 0:
+            raise ValueError(f"requirement {text!r}: eps must be >= 0")
+        return Requirement(text.strip(), metric, op, threshold, eps=eps)
     if m.group("bname") is not None:
         if m.group("bname") != "B":
             raise ValueError(f"requirement {text!r}: unknown qualifier "
-                             f"'@{m.group('bname')}=' (only @B=budget)")
+                             f"'@{m.group('bname')}=' (@B=budget; @eps= only for "
+                             "certified_fraction)")
         budget = _parse_float(m.group("budget"), "budget", text)
         if budget < 0:
             raise ValueError(f"requirement {text!r}: the budget must be >= 0")
@@ -316,6 +333,30 @@ def _certified(data: dict[str, Any], req: Requirement) -> MetricValue:
                        f"certificates.budgets[B={req.budget:g}].percentile_lower_bounds.{hit[0]}")
 
 
+def _certified_fraction(data: dict[str, Any], req: Requirement) -> MetricValue:
+    sec = data.get("bounds")
+    if not isinstance(sec, dict):
+        raise GateConfigError("no bounds section; run `certrl bound`")
+    rows = [r for r in sec.get("curve") or [] if isinstance(r, dict)]
+    assert req.eps is not None
+    row = next((r for r in rows if _finite(r.get("eps")) is not None
+                and _same(float(r["eps"]), req.eps)), None)
+    if row is None:
+        have = ", ".join(f"{float(r['eps']):g}" for r in rows
+                         if _finite(r.get("eps")) is not None) or "none"
+        raise GateConfigError(f"no per-step bound at eps={req.eps:g} (available: {have}); run "
+                              f"`certrl bound --eps {req.eps:g}` or add it to --eps-grid")
+    lo = _finite(_get(row, "certified_fraction", "ci", 0))
+    if lo is None:
+        raise GateConfigError(f"bounds.curve[eps={req.eps:g}] has no confidence interval")
+    what = ("greedy action certified unchanged" if sec.get("discrete")
+            else f"action deviation certified <= {sec.get('tol')}")
+    return MetricValue(lo, f"lower end of the 95% episode-bootstrap CI of the fraction of "
+                       f"visited states with the {what} ({sec.get('method')}, "
+                       f"{sec.get('norm')} eps={req.eps:g}, {sec.get('space')})",
+                       f"bounds.curve[eps={req.eps:g}].certified_fraction.ci[0]")
+
+
 def _summary_lower(section: Any, path: str, what: str, hint: str) -> MetricValue:
     summary = _get(section, "summary")
     if not isinstance(summary, dict):
@@ -433,6 +474,8 @@ def resolve_metric(data: dict[str, Any], req: Requirement) -> MetricValue:
 
     Raises :class:`GateConfigError` (exit code 2) when the section, the metric or the budget is
     missing, saying what to run or which budgets exist."""
+    if req.eps is not None:
+        return _certified_fraction(data, req)
     if req.budget is not None:
         return _certified(data, req)
     if req.metric == "clean_return":

@@ -51,10 +51,10 @@ def test_certificates_section_matches_the_math(tmp_path, capsys):
     assert data["evaluation"]["episodes"] == 40  # the unsmoothed clean return, same seeds
 
 
-def test_cp_grid_band_uses_the_return_lattice_on_cartpole(tmp_path):
-    """CartPole returns are integers 1..500: cp-grid is the Clopper-Pearson grid 2..500 (from
+def test_auto_band_uses_the_return_lattice_on_cartpole(tmp_path):
+    """CartPole returns are integers 1..500: auto picks the Clopper-Pearson grid 2..500 (from
     the environment, not the data) and it is what certify reports."""
-    rc, data = _certify(tmp_path, "--band", "cp-grid")
+    rc, data = _certify(tmp_path)
     assert rc == 0
     c = data["certificates"]
     assert c["band"]["method"] == "clopper-pearson-grid-bonferroni"
@@ -67,11 +67,11 @@ def test_cp_grid_band_uses_the_return_lattice_on_cartpole(tmp_path):
     assert got[0] >= got[1] >= got[2] >= 1.0 and got[0] <= rets.mean()
 
 
-def test_auto_band_is_hybrid_with_survival_and_comparison(tmp_path):
-    """auto = the hybrid band; the section carries the certified survival function (the
-    band's bound pushed through Neyman-Pearson at every budget) and every band's expected
+def test_hybrid_band_with_survival_and_comparison(tmp_path):
+    """--band hybrid (auto off a lattice); the section carries the certified survival function
+    (the band's bound pushed through Neyman-Pearson at every budget) and every band's expected
     certificate on the same sample."""
-    rc, data = _certify(tmp_path)
+    rc, data = _certify(tmp_path, "--band", "hybrid")
     assert rc == 0
     c = data["certificates"]
     assert c["band"]["method"] == "hybrid-dkw-order-statistic-tails"
@@ -107,6 +107,7 @@ def test_certify_prints_the_threat_scale_on_hopper(tmp_path, capsys):
     assert c["budgets"][1]["per_step_linf_eps"] == pytest.approx(0.2 / np.sqrt(11 * 1000))
     out = capsys.readouterr().out
     assert "episode l2 budget of 7.87" in out and "certified CDF" in out
+    assert c["band"]["method"] == "hybrid-dkw-order-statistic-tails"  # auto, no lattice
 
 
 def test_cp_grid_band_needs_a_lattice(tmp_path, capsys):
@@ -173,7 +174,7 @@ def test_certificate_stays_below_the_attacked_return_on_cartpole(tmp_path):
                "--no-progress", "--out", str(out)])
     assert rc == 0
     c = load_results(out / "CartPole-v0_cartpole-noisy.json")["certificates"]
-    assert c["band"]["method"] == "hybrid-dkw-order-statistic-tails"
+    assert c["band"]["method"] == "clopper-pearson-grid-bonferroni"
     for row in c["budgets"]:
         bound, att = row["expected_return_lower_bound"], row["attack"]
         assert att is not None and att["episodes"] == 16

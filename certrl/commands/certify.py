@@ -96,7 +96,9 @@ def register(sub: Any) -> None:
                    "(one-sided DKW/Massart, Kumar et al.'s experiments), cp-grid "
                    "(Clopper-Pearson on the lattice of possible returns, Bonferroni; the "
                    "reference code's CartPole route, needs a constant per-step reward) or auto "
-                   "(hybrid; dkw with --fail-under, whose stopping rule is built on it)")
+                   "(cp-grid when the returns lie on a known lattice, else hybrid; dkw with "
+                   "--fail-under, whose stopping rule is built on it; chosen from the "
+                   "environment, never from the data)")
     p.add_argument("--quantiles", default="0.1,0.25,0.5",
                    help="quantiles of the attacked return to certify (default 0.1,0.25,0.5)")
     p.add_argument("--clean-episodes", type=int, default=None,
@@ -286,7 +288,10 @@ def cmd_certify(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     grid = return_lattice(job.spec)
     band_method = args.band
     if band_method == "auto":
-        band_method = "dkw" if args.fail_under is not None else "hybrid"
+        if args.fail_under is not None:
+            band_method = "dkw"
+        else:
+            band_method = "cp-grid" if grid is not None else "hybrid"
     if band_method == "cp-grid" and grid is None:
         raise UsageError(
             f"--band cp-grid needs returns on a known lattice (a constant per-step reward with "

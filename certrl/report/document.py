@@ -258,6 +258,37 @@ def _cert_notes(it: PolicyResults) -> list[Para]:
     return out
 
 
+def _bounds_table(it: PolicyResults) -> Table:
+    b = it.bounds or {}
+    disc = bool(b.get("discrete"))
+    if disc:
+        headers = ["eps", "certified unchanged [95% CI]", "PGD: unchanged"]
+    else:
+        headers = ["eps", f"certified ≤ {b.get('tol')} [95% CI]", "PGD: ≤ tol",
+                   "certified dev. q0.5 / q0.9", "PGD dev. q0.5 / q0.9"]
+    rows = []
+    for r in b.get("curve") or []:
+        fr = r.get("certified_fraction") or {}
+        ci = fr.get("ci") or [None, None]
+        cell = f"{100 * fr.get('value', float('nan')):.1f}% [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+        pg = r.get("pgd") or {}
+        if disc:
+            pv = pg.get("fraction_unchanged")
+            rows.append([f"{r['eps']:g}", cell, "-" if pv is None else f"{100 * pv:.1f}%"])
+        else:
+            pv = pg.get("fraction_within_tol")
+            q = r.get("deviation_quantiles") or {}
+            pq = pg.get("deviation_quantiles") or {}
+            rows.append([f"{r['eps']:g}", cell, "-" if pv is None else f"{100 * pv:.1f}%",
+                         f"{fnum(q.get('0.5'))} / {fnum(q.get('0.9'))}",
+                         f"{fnum(pq.get('0.5'))} / {fnum(pq.get('0.9'))}" if pq else "-"])
+    return Table(headers, rows,
+                 f"{str(b.get('method', '')).upper()} bounds, {b.get('norm')} ball in the "
+                 f"{b.get('space')} observation space; the lower CI end at eps is the gate "
+                 f"metric `certified_fraction@eps={b.get('eps')}`. The fraction is over the "
+                 "states the clean policy visits, not states an attacker could steer to.")
+
+
 def _audit_text(it: PolicyResults, a: Attack) -> str:
     """The largest perturbation the attack actually applied (``attacks.results.*.audit``),
     in the norm of its threat model: evidence that the budget was respected."""
@@ -414,6 +445,23 @@ def build_document(items: list[PolicyResults]) -> Document:
         ps = F.per_state_figure(it, f"fig-{sid}-per-state")
         if ps is not None:
             B.append(Fig(ps))
+
+    # per-step bounds of the deployed policy
+    bounded = [it for it in items if it.bounds is not None]
+    if bounded:
+        B.append(Heading("Per-step bounds of the deployed policy", 2, "bounds"))
+        for it in bounded:
+            sid = f"{slug(it.label)}-{slug(it.env_id)}"
+            if multi:
+                B.append(Heading(f"{it.label} on {it.env_id}", 3, f"bounds-{sid}"))
+            bsec = it.bounds or {}
+            if bsec.get("statement"):
+                B.append(Para(str(bsec["statement"]), "statement"))
+            B.append(_bounds_table(it))
+            for spec in (F.bounds_curve_figure(it, f"fig-{sid}-bounds"),
+                         F.bounds_trace_figure(it, f"fig-{sid}-bounds-trace")):
+                if spec is not None:
+                    B.append(Fig(spec))
 
     # attacks
     B.append(Heading("Attacks", 2, "attacks"))

@@ -150,6 +150,7 @@ class PolicyResults:
     attack_clean_summary: dict[str, Any] | None = None
     strongest: Attack | None = None
     stress_grid: dict[str, Any] | None = None
+    bounds: dict[str, Any] | None = None
     gate_checks: list[Any] = field(default_factory=list)  # certrl.gate.Check of --require
     missing: dict[str, str] = field(default_factory=dict)
 
@@ -424,6 +425,13 @@ def read_policy_results(path: str | Path) -> PolicyResults:
             pr.strongest = named[0] if named else pr.attack_list[0]
     if pr.attacks is None:
         pr.missing["attacks"] = f"no attack results in this file: run `{pr.command_hint('attack')}`"
+
+    bounds = _dict(data.get("bounds"))
+    if bounds is not None and bounds.get("curve"):
+        pr.bounds = bounds
+    else:
+        pr.missing["bounds"] = (f"no per-step bounds in this file: run "
+                                f"`{pr.command_hint('bound')}`")
 
     pr.stress_grid = _stress_grid(data.get("stress"))
     if pr.stress_grid is None and _stress_applies(pr.env_id):
