@@ -16,10 +16,13 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev,ray]'
 	touch $(STAMP)
 
-# The main job on a bundled demo policy: certify the smoothed Hopper, then print the result.
+# The main job on a bundled demo policy: certify the smoothed Hopper (episode certificates,
+# with the attack beside them), then the per-step bounds of the same policy at the attacks' eps.
 demo: install
-	$(BIN)/certrl certify demo:hopper-noisy --env hopper --sigma 0.2 \
-		--budgets 0,0.05,0.1,0.2,0.4 --episodes 1000 --alpha 0.05 --out results
+	$(BIN)/certrl certify demo:hopper-smooth --env hopper --sigma 0.1 \
+		--budgets 0,0.025,0.05,0.1 --episodes 2000 --attack-episodes 20 --alpha 0.05 \
+		--out results
+	$(BIN)/certrl bound demo:hopper-smooth --env hopper --eps 0.075 --episodes 20 --out results
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -32,6 +35,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_evaluator.py
 	$(BIN)/python benchmarks/bench_throughput.py
 	$(BIN)/python benchmarks/bench_attacks.py
+	$(BIN)/python benchmarks/bench_bounds.py
 
 # Robustness reports of the bundled demo policies (HTML + PDF) in reports/; see the script.
 reports: install

@@ -98,7 +98,7 @@ def main() -> None:
     for m in ("ibp", "crown"):
         print(f"{m:<8}{times[m]:>10.3f}{times[m] / clean:>10.1f}{n / times[m]:>12,.0f}"
               f"{float(results[m].linf.mean()):>15.4f}")
-    print(f"bench_bounds: {args.policy} N={n} eps={args.eps:g} {args.norm}: ibp "
+    print(f"SUMMARY bench_bounds: {args.policy} N={n} eps={args.eps:g} {args.norm}: ibp "
           f"{times['ibp'] / clean:.1f}x clean, crown {times['crown'] / clean:.0f}x clean, crown "
           f"{n / times['crown'] / 1000:.1f}k states/s, crown/ibp width {ratio:.2f}")
 

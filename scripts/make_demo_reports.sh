@@ -2,15 +2,19 @@
 # Regenerate reports/ from the bundled demo policies (`make reports` runs this).
 #
 #   1. for each demo policy: certrl evaluate, certify (with an attack on the smoothed policy at
-#      every budget), attack (observation attacks at the environment's published budget) and,
-#      on MuJoCo, stress (a 2-parameter dynamics grid), into $RESULTS (default results/demo);
+#      every budget), bound (per-step IBP/CROWN certificates at the attack budget), attack
+#      (observation attacks at the environment's published budget) and, on MuJoCo, stress (a
+#      2-parameter dynamics grid), into $RESULTS (default results/demo);
 #   2. certrl report: one report per policy and one comparing the Hopper policies, HTML and
 #      PDF, in $OUT (default reports/); certrl compare prints the comparison table.
 #
 # Environment (defaults in brackets; the small values make a quick smoke run):
 #   BIN [.venv/bin]  RESULTS [results/demo]  OUT [reports]
-#   POLICIES ["hopper:hopper hopper-noisy:hopper cartpole-noisy:cartpole-v0:0.1"]
-#            (demo name:env alias[:attack eps]; without eps the environment's published budget)
+#   POLICIES ["hopper-smooth:hopper::0.1 hopper:hopper hopper-noisy:hopper
+#             cartpole-noisy:cartpole-v0:0.1"]
+#            (demo name:env alias[:attack eps[:sigma]]; without eps the environment's published
+#            budget; sigma of the certificate, default 0.2)
+#   BOUND_EPISODES [50]
 #   EVAL_EPISODES [100]  CERT_EPISODES [1000]  CERT_ATTACK_EPISODES [20]
 #   ATTACKS [random,gaussian,fgsm,pgd,mad,critic,rs]  ATTACK_EPISODES [50]
 #   STRESS_PARAMS [torso_mass=0.5:1.5,friction=0.5:1.5]  STRESS_GRID [5]  STRESS_EPISODES [10]
@@ -22,7 +26,8 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 RESULTS=${RESULTS:-results/demo}
 OUT=${OUT:-reports}
-POLICIES=${POLICIES:-"hopper:hopper hopper-noisy:hopper cartpole-noisy:cartpole-v0:0.1"}
+POLICIES=${POLICIES:-"hopper-smooth:hopper::0.1 hopper:hopper hopper-noisy:hopper cartpole-noisy:cartpole-v0:0.1"}
+BOUND_EPISODES=${BOUND_EPISODES:-50}
 EVAL_EPISODES=${EVAL_EPISODES:-100}
 CERT_EPISODES=${CERT_EPISODES:-1000}
 CERT_ATTACK_EPISODES=${CERT_ATTACK_EPISODES:-20}
@@ -42,12 +47,17 @@ have() { "$BIN/certrl" "$1" --help >/dev/null 2>&1; }
 files=()
 hopper_files=()
 for item in $POLICIES; do
-    IFS=: read -r policy env eps <<<"$item"
+    IFS=: read -r policy env eps sigma <<<"$item"
+    sigma=${sigma:-0.2}
     run "$BIN/certrl" evaluate "demo:$policy" --env "$env" --episodes "$EVAL_EPISODES" \
         "${COMMON[@]}"
-    run "$BIN/certrl" certify "demo:$policy" --env "$env" --sigma 0.2 \
+    run "$BIN/certrl" certify "demo:$policy" --env "$env" --sigma "$sigma" \
         --budgets 0,0.05,0.1,0.2,0.4 --episodes "$CERT_EPISODES" \
         --attack-episodes "$CERT_ATTACK_EPISODES" "${COMMON[@]}"
+    if have bound; then
+        run "$BIN/certrl" bound "demo:$policy" --env "$env" ${eps:+--eps "$eps"} \
+            --episodes "$BOUND_EPISODES" "${COMMON[@]}"
+    fi
     if have attack; then
         run "$BIN/certrl" attack "demo:$policy" --env "$env" --attack "$ATTACKS" \
             ${eps:+--eps "$eps"} --episodes "$ATTACK_EPISODES" "${COMMON[@]}"
