@@ -52,6 +52,18 @@ def _add_policy_args(p: argparse.ArgumentParser) -> None:
                    "nn.Module (runs code from the file: only for files you trust)")
 
 
+def _add_threat_args(p: argparse.ArgumentParser) -> None:
+    """``--eps/--norm/--space``: the per-step observation threat (attack, bound)."""
+    p.add_argument("--eps", type=float, default=None,
+                   help="per-step budget (default: the environment's published budget, e.g. "
+                   "Hopper 0.075, l_inf on normalized observations)")
+    p.add_argument("--norm", choices=["linf", "l2"], default="linf",
+                   help="per-step norm of the observation perturbation (default linf)")
+    p.add_argument("--space", choices=["auto", "normalized", "raw"], default="auto",
+                   help="where eps is measured (default: normalized when the policy has "
+                   "normalization statistics, else raw)")
+
+
 def _add_run_args(p: argparse.ArgumentParser, episodes: int) -> None:
     p.add_argument("--episodes", type=int, default=episodes, help=f"episodes (default {episodes})")
     p.add_argument("--seed", type=int, default=0, help="master seed (default 0): episode i "

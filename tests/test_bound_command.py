@@ -87,6 +87,9 @@ def test_bound_hopper_continuous_matches_library_and_pgd(tmp_path) -> None:
         for k in q:  # certified (upper bound) >= found (lower bound), state by state
             assert q[k] >= pq[k] - 1e-7
         assert row["deviation_max"] >= row["pgd"]["deviation_max"]
+        # l2 bound: at least the l_inf one, at most sqrt(act_dim) times it
+        for k in q:
+            assert q[k] - 1e-12 <= row["deviation_l2_quantiles"][k] <= np.sqrt(3) * 2.0
         assert row["certified_fraction"]["value"] <= row["pgd"]["fraction_within_tol"]
     # the section's numbers are the library's on the recorded trace of episode 0
     tr = b["traces"][0]

@@ -55,6 +55,7 @@ from certrl.cli import (
     _add_common,
     _add_policy_args,
     _add_run_args,
+    _add_threat_args,
     _command_line,
     _fmt,
     _policy_json,
@@ -143,14 +144,7 @@ def register(sub: Any) -> None:
     p.add_argument("--attack", required=True, metavar="NAME[,NAME...]|all|all-action",
                    help="attacks to run: registered names (e.g. pgd,mad,rs), all (every "
                    "observation attack) or all-action (every action attack)")
-    p.add_argument("--eps", type=float, default=None,
-                   help="per-step budget (default: the environment's published budget, e.g. "
-                   "Hopper 0.075, l_inf on normalized observations)")
-    p.add_argument("--norm", choices=["linf", "l2"], default="linf",
-                   help="per-step norm of the observation perturbation (default linf)")
-    p.add_argument("--space", choices=["auto", "normalized", "raw"], default="auto",
-                   help="where eps is measured (default: normalized when the policy has "
-                   "normalization statistics, else raw)")
+    _add_threat_args(p)
     p.add_argument("--episode-budget", type=float, default=None, metavar="B",
                    help="total l2 budget over the episode, sqrt(sum_t ||delta_t||^2) <= B")
     p.add_argument("--eps-bar", type=float, default=None,

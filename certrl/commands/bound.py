@@ -44,6 +44,7 @@ from certrl.cli import (
     _add_common,
     _add_policy_args,
     _add_run_args,
+    _add_threat_args,
     _command_line,
     _policy_json,
     build_job,
@@ -88,12 +89,11 @@ class StateRecorder(ObservationHook):
         return {"states": self._rows.pop(int(slot), [])}
 
 
-def _floats(text: str, name: str) -> list[float]:
-    try:
-        vals = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UsageError(f"{name} {text!r}: expected comma-separated numbers") from None
-    if not vals or any(not (math.isfinite(v) and v >= 0) for v in vals):
+def _budgets(text: str, name: str) -> list[float]:
+    from certrl.commands.certify import _floats
+
+    vals = _floats(text, name)
+    if any(not (math.isfinite(v) and v >= 0) for v in vals):
         raise UsageError(f"{name} {text!r}: expected finite numbers >= 0")
     return vals
 
@@ -108,14 +108,7 @@ def register(sub: Any) -> None:
     )
     _add_policy_args(p)
     _add_run_args(p, episodes=50)
-    p.add_argument("--eps", type=float, default=None,
-                   help="per-step budget (default: the environment's published budget, e.g. "
-                   "Hopper 0.075, l_inf on normalized observations)")
-    p.add_argument("--norm", choices=["linf", "l2"], default="linf",
-                   help="per-step norm of the observation perturbation (default linf)")
-    p.add_argument("--space", choices=["auto", "normalized", "raw"], default="auto",
-                   help="where eps is measured (default: normalized when the policy has "
-                   "normalization statistics, else raw)")
+    _add_threat_args(p)
     p.add_argument("--method", choices=["crown", "ibp"], default="crown",
                    help="bound propagation: crown (linear relaxation, tighter; default) or ibp "
                    "(interval bounds)")
@@ -216,7 +209,7 @@ def cmd_bound(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
                          "--space raw if this is a raw-observation budget, or "
                          "--allow-large-eps")
     grid = (sorted({round(eps * f, 12) for f in DEFAULT_GRID}) if args.eps_grid is None
-            else sorted(set(_floats(args.eps_grid, "--eps-grid")) | {eps}))
+            else sorted(set(_budgets(args.eps_grid, "--eps-grid")) | {eps}))
     tol = None
     if not policy.discrete:
         tol = default_tol(policy) if args.tol is None else float(args.tol)
@@ -291,7 +284,10 @@ def bound_section(policy: Any, states: np.ndarray, episode: np.ndarray, tstep: n
             ab = action_deviation_bounds(policy, x, e, norm, space, method)
             dev = ab.linf.numpy()
             ok = dev <= tol
-            row["deviation_l2_max"] = float(ab.l2.max())
+            dev_l2 = ab.l2.numpy()
+            row["deviation_l2_quantiles"] = {f"{q:g}": float(np.quantile(dev_l2, q))
+                                             for q in QUANTILES}
+            row["deviation_l2_max"] = float(dev_l2.max())
         timing["bound_seconds"] += time.perf_counter() - t0
         f, lo, hi = cluster_fraction_ci(ok, episode, seed)
         row["certified_fraction"] = {"value": f, "ci": [lo, hi]}
