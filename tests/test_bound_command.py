@@ -111,6 +111,8 @@ def test_bound_bad_input(tmp_path, capsys) -> None:
     pol = random_bundle(tmp_path, "Hopper-v5")
     rc = main(["bound", str(pol), "--env", "hopper", "--eps", "-1", "--workers", "1"])
     assert rc == 2 and "--eps must be" in capsys.readouterr().err
+    rc = main(["bound", str(pol), "--env", "hopper", "--stochastic", "--workers", "1"])
+    assert rc == 2 and "drop --stochastic" in capsys.readouterr().err
     rc = main(["bound", str(pol), "--env", "hopper", "--eps", "3", "--workers", "1"])
     err = capsys.readouterr().err
     assert rc == 2 and "normalized observation space" in err and "Traceback" not in err

@@ -190,6 +190,9 @@ def cmd_bound(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
 
     job = build_job(args)
     policy, spec = job.policy, job.spec
+    if not job.deterministic:
+        raise UsageError("certrl bound certifies the deterministic action (the deployed "
+                         "policy's mean / greedy action): drop --stochastic")
     space = _resolve_space(policy, args.space)
     try:
         extract_mlp(policy)

@@ -91,8 +91,8 @@ def register(sub: Any) -> None:
     p.add_argument("--band", choices=["auto", "hybrid", "order", "dkw", "cp-grid"],
                    default="auto",
                    help="confidence band on the return distribution: hybrid (DKW in the "
-                   "middle, exact order-statistic bounds in the tails, union bound; the "
-                   "tightest for continuous returns), order (order statistics only), dkw "
+                   "middle, exact order-statistic bounds in the tails, union bound; tighter than "
+                   "dkw wherever the tails matter), order (order statistics only), dkw "
                    "(one-sided DKW/Massart, Kumar et al.'s experiments), cp-grid "
                    "(Clopper-Pearson on the lattice of possible returns, Bonferroni; the "
                    "reference code's CartPole route, needs a constant per-step reward) or auto "
@@ -216,17 +216,20 @@ def band_comparison(returns: np.ndarray, sigma: float, budgets: list[float], alp
             "note": "informational; the certificate is the band chosen before sampling"}
 
 
-def attack_threat(spec: Any, horizon: int, obs_dim: int, space: str) -> dict[str, Any] | None:
+def attack_threat(spec: Any, horizon: int, obs_dim: int, space: str,
+                  normalized_is_raw: bool = False) -> dict[str, Any] | None:
     """The attack literature's per-step l_inf budget for this environment as an episode l2
     budget: ``eps * sqrt(obs_dim * horizon)`` (every coordinate of every step moved by
-    ``eps``), so a reader sees how far a certified ``B`` is from the threat the attacks use."""
+    ``eps``), so a reader sees how far a certified ``B`` is from the threat the attacks use.
+    Comparable when the certificate's space is the attacks' normalized space (or the policy
+    has no normalization, so that both are the raw space)."""
     eps = getattr(spec, "default_eps", None)
     if not eps:
         return None
     return {"eps": float(eps), "norm": "linf", "space": "normalized",
             "source": getattr(spec, "eps_source", ""),
             "episode_l2_equivalent": float(eps) * math.sqrt(obs_dim * horizon),
-            "comparable": space == "normalized"}
+            "comparable": space == "normalized" or normalized_is_raw}
 
 
 def _band_text(band: dict[str, Any]) -> str:
@@ -296,7 +299,7 @@ def cmd_certify(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         raise UsageError(
             f"--band cp-grid needs returns on a known lattice (a constant per-step reward with "
             f"exact bounds); {job.spec.gym_id} has {job.spec.bounds_kind} per-step bounds "
-            f"{list(job.spec.step_reward_bounds)}: use --band dkw")
+            f"{list(job.spec.step_reward_bounds)}: use --band hybrid (or dkw)")
     if band_method != "dkw" and args.fail_under is not None:
         raise UsageError("--fail-under uses the DKW band of its stopping rule: use --band dkw "
                          "(or auto) with --fail-under")
@@ -400,7 +403,8 @@ def cmd_certify(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         "band": band,
         "band_comparison": compare,
         "survival": survival,
-        "attack_threat": attack_threat(job.spec, horizon, policy.obs_dim, space),
+        "attack_threat": attack_threat(job.spec, horizon, policy.obs_dim, space,
+                                       policy.obs_norm is None),
         "clean_smoothed": {"summary": returns_summary(raw_returns, job.seed)},
         "clean_unsmoothed": {"summary": eval_sec["summary"], "episodes": n_clean},
         "budgets": rows,
