@@ -49,10 +49,12 @@ hopper_files=()
 for item in $POLICIES; do
     IFS=: read -r policy env eps sigma <<<"$item"
     sigma=${sigma:-0.2}
+    # the same B / sigma for every policy: 0, 0.25, 0.5, 1, 2 (B = 0,0.05,0.1,0.2,0.4 at 0.2)
+    budgets=$("$BIN/python" -c "print(','.join(f'{f * $sigma:g}' for f in (0, .25, .5, 1, 2)))")
     run "$BIN/certrl" evaluate "demo:$policy" --env "$env" --episodes "$EVAL_EPISODES" \
         "${COMMON[@]}"
     run "$BIN/certrl" certify "demo:$policy" --env "$env" --sigma "$sigma" \
-        --budgets 0,0.05,0.1,0.2,0.4 --episodes "$CERT_EPISODES" \
+        --budgets "$budgets" --episodes "$CERT_EPISODES" \
         --attack-episodes "$CERT_ATTACK_EPISODES" "${COMMON[@]}"
     if have bound; then
         run "$BIN/certrl" bound "demo:$policy" --env "$env" ${eps:+--eps "$eps"} \

@@ -188,9 +188,10 @@ class PolicyResults:
         return ", ".join(parts)
 
     def headline_budget(self) -> tuple[BudgetRow | None, str]:
-        """The budget the verdict quotes and why: the gate's, else the largest whose per-step
-        l2 radius ``B / sqrt(H)`` is within the environment's default l_inf budget, else the
-        largest certified budget."""
+        """The budget the verdict quotes and why: the gate's, else the largest budget whose
+        certificate is informative (above 0 and above the return's lower bound a), among those
+        whose per-step l2 radius ``B / sqrt(H)`` is within the environment's default l_inf
+        budget, else the largest such budget, else the largest certified budget."""
         if not self.budgets:
             return None, ""
         for c in self.gate_checks:  # certrl report --require certified_...@B=x
@@ -207,6 +208,11 @@ class PolicyResults:
         eps = _num(self.env.get("default_eps"))
         if eps is not None:
             ok = [r for r in self.budgets if r.per_step_eps is not None and r.per_step_eps <= eps]
+            a = _num((self.cert or {}).get("reward_lower_bound"))
+            floor = max(0.0, a) if a is not None else 0.0
+            useful = [r for r in ok if r.budget > 0 and r.bound is not None and r.bound > floor]
+            if useful:
+                return useful[-1], "largest budget with a positive certificate"
             if ok:
                 return ok[-1], (f"largest budget with per-step ℓ2 radius B/√H ≤ the default "
                                 f"ε = {eps:g}")
