@@ -56,7 +56,8 @@ actor's input space does not drift). Stages, all seeded:
    100k selected on the smoothed return (best: 600k steps);
 3. ``--only hopper-smooth --sigma 0.1 --lr 5e-5 --noise-ramp 1 --timesteps 600000
    --eval-freq 50000 --selection-episodes 20 --seed 4 --warm-start WORKDIR_OF_2/hopper-smooth``
-   (stage 2's selected checkpoint copied to ``selected_*``): sigma 0.1 throughout, checkpoints
+   (stage 2's ``selected_*`` checkpoint; in the shipped run they were copied from its
+   ``best_*`` by hand, the same files): sigma 0.1 throughout, checkpoints
    every 50k on 20 selection episodes. Shipped: the 350k-step checkpoint (deterministic
    3,261.8 +- 2.5, smoothed 2,909.2 +- 483.6 on seeds 0..19; ``certrl certify`` on 1,000 fresh
    episodes: 2,583.7, 95% CI 2,538.9 .. 2,630.6; the warm start of stage 2 itself, the 300k
@@ -577,6 +578,30 @@ def _load_policy_weights(model: Any, bundle_json: str) -> None:
         p.log_std.copy_(state["log_std"])
 
 
+def _run_record(wall: float, selection: dict[str, Any]) -> dict[str, Any]:
+    """The provenance every manifest's ``training`` dict ends with."""
+    return {
+        "wall_clock_s": round(wall, 1),
+        "checkpoint_selection": selection,
+        "versions": versions(),
+        "torch_num_threads": torch.get_num_threads(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "script": "scripts/train_demo_policies.py",
+    }
+
+
+def _save_selected(workdir: Path, model: Any, vecnorm: Any, exp: Export,
+                   selection: dict[str, Any]) -> None:
+    """Keep the selected SB3 checkpoint (``selected_model.zip``, ``selected_vecnormalize.pkl``,
+    ``selected.json``) as the warm start of the next stage (``--warm-start WORKDIR/NAME``)."""
+    model.save(str(workdir / "selected_model.zip"))
+    vecnorm.save(str(workdir / "selected_vecnormalize.pkl"))
+    steps = exp.meta.get("selected_at_timesteps", int(model.num_timesteps))
+    (workdir / "selected.json").write_text(
+        json.dumps({"timesteps": int(steps), "selection": selection["selected"]})
+    )
+
+
 def train_hopper(args: argparse.Namespace, noisy: bool) -> dict[str, Any]:
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
@@ -659,24 +684,8 @@ def train_hopper(args: argparse.Namespace, noisy: bool) -> dict[str, Any]:
         model = PPO.load(str(workdir / "best_model.zip"), device="cpu")
         vecnorm = VecNormalize.load(str(workdir / "best_vecnormalize.pkl"), venv)
     vecnorm.training = False
-    # keep the selected SB3 checkpoint for warm starts (hopper-noisy)
-    model.save(str(workdir / "selected_model.zip"))
-    vecnorm.save(str(workdir / "selected_vecnormalize.pkl"))
-    steps = exp.meta.get("selected_at_timesteps", int(model.num_timesteps))
-    (workdir / "selected.json").write_text(
-        json.dumps({"timesteps": int(steps), "selection": selection["selected"]})
-    )
-    training.update(
-        {
-            "total_timesteps": int(timesteps),
-            "wall_clock_s": round(wall, 1),
-            "checkpoint_selection": selection,
-            "versions": versions(),
-            "torch_num_threads": torch.get_num_threads(),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "script": "scripts/train_demo_policies.py",
-        }
-    )
+    _save_selected(workdir, model, vecnorm, exp, selection)
+    training.update({"total_timesteps": int(timesteps), **_run_record(wall, selection)})
     return finish(name, exp, model, vecnorm, training, Path(args.out_dir))
 
 
@@ -760,6 +769,7 @@ def train_hopper_smooth(args: argparse.Namespace) -> dict[str, Any]:
     if selection["selected"] != "final":
         model = PPO.load(str(workdir / "best_model.zip"), device="cpu",
                          custom_objects={"policy_class": policy_cls})
+    _save_selected(workdir, model, vecnorm, exp, selection)  # statistics frozen: no reload
     training: dict[str, Any] = {
         "algorithm": "PPO (asymmetric actor-critic)",
         "library": "stable-baselines3",
@@ -775,12 +785,7 @@ def train_hopper_smooth(args: argparse.Namespace) -> dict[str, Any]:
         "observation_noise": {"sigma": SMOOTHING_SIGMA, "space": "normalized (actor only)",
                               "when": "every step, fresh N(0, sigma^2 I)", "ramp_steps": ramp},
         "total_timesteps": int(timesteps),
-        "wall_clock_s": round(wall, 1),
-        "checkpoint_selection": selection,
-        "versions": versions(),
-        "torch_num_threads": torch.get_num_threads(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "script": "scripts/train_demo_policies.py",
+        **_run_record(wall, selection),
     }
     return finish(name, exp, _ActorOnly(model), vecnorm, training, Path(args.out_dir))
 
@@ -867,12 +872,7 @@ def train_cartpole(args: argparse.Namespace, noisy: bool = False) -> dict[str, A
             {"sigma": sigma, "space": "raw", "when": "every step, fresh N(0, sigma^2 I)"}
             if noisy else None
         ),
-        "wall_clock_s": round(wall, 1),
-        "checkpoint_selection": selection,
-        "versions": versions(),
-        "torch_num_threads": torch.get_num_threads(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "script": "scripts/train_demo_policies.py",
+        **_run_record(wall, selection),
     }
     return finish(name, exp, model, None, training, Path(args.out_dir))
 
@@ -937,12 +937,7 @@ def train_pendulum(args: argparse.Namespace) -> dict[str, Any]:
         },
         "policy": f"MlpPolicy net_arch {PENDULUM_NET} relu, actor output tanh",
         "vec_normalize": None,
-        "wall_clock_s": round(wall, 1),
-        "checkpoint_selection": selection,
-        "versions": versions(),
-        "torch_num_threads": torch.get_num_threads(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "script": "scripts/train_demo_policies.py",
+        **_run_record(wall, selection),
     }
     return finish(name, exp, model, None, training, Path(args.out_dir))
 

@@ -169,12 +169,6 @@ def cluster_quantile_ci(x: np.ndarray, episode: np.ndarray, q: float, seed: int,
     return point, float(lo), float(hi)
 
 
-def _resolve_space(policy: Any, space: str) -> str:
-    if space == "auto":
-        return "normalized" if policy.obs_norm is not None else "raw"
-    return space
-
-
 def default_tol(policy: Any) -> float:
     """10% of the largest half-range of the action bounds (0.1 for actions in [-1, 1])."""
     half = (np.asarray(policy.action_high, dtype=np.float64)
@@ -187,13 +181,14 @@ def cmd_bound(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     from certrl.certificates.propagation import BoundError, extract_mlp
     from certrl.results import update_results
     from certrl.runner import finish_journal, run_section
+    from certrl.smoothing import resolve_space
 
     job = build_job(args)
     policy, spec = job.policy, job.spec
     if not job.deterministic:
         raise UsageError("certrl bound certifies the deterministic action (the deployed "
                          "policy's mean / greedy action): drop --stochastic")
-    space = _resolve_space(policy, args.space)
+    space = resolve_space(policy, args.space)
     try:
         extract_mlp(policy)
     except BoundError as e:
