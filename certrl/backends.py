@@ -46,9 +46,10 @@ class PolicyRef:
     def load(self, spec: EnvSpec) -> Policy:
         from certrl.policies import load_policy, validate_spaces
 
-        policy = load_policy(self.spec, **self.loader_kwargs)
         env = spec.make()
         try:
+            policy = load_policy(self.spec, observation_space=env.observation_space,
+                                 action_space=env.action_space, **self.loader_kwargs)
             return validate_spaces(policy, env.observation_space, env.action_space, spec.gym_id)
         finally:
             env.close()

@@ -17,7 +17,22 @@ requires a true lower bound ``a`` on the episode return). They come in two kinds
   Clipping from above can only lower the return, so a certificate on the clipped return is a
   certificate on the true return whenever no step falls below ``lo``.
 
-Users override both with ``--reward-bounds LO,HI`` (per step) on the command line.
+* ``user`` — given with ``--reward-bounds LO,HI`` (per step; ``reward_bounds=`` in the API),
+  which overrides the others.
+* ``env`` — declared by a custom environment as a ``reward_bounds = (lo, hi)`` attribute (per
+  step; the environment's author vouches for them).
+* ``unknown`` — any other registered id or custom environment: evaluation and attacks run, but a
+  certificate (which needs a true bound on the return) stops with a one-line error asking for
+  ``--reward-bounds``.
+
+Custom environments (``--env package.module:ClassOrFactory``, ``--env-kwargs`` for its keyword
+arguments, or an environment factory in the API) are made through Gymnasium's own
+:class:`gymnasium.envs.registration.EnvSpec` (so they get the usual ``TimeLimit`` and
+``OrderEnforcing`` wrappers); ``package.module:EnvId-v0`` is Gymnasium's own syntax (import the
+module, which registers the id, then make it). The horizon comes from ``max_episode_steps`` in
+``--env-kwargs``, else the environment's ``spec.max_episode_steps``, else a ``TimeLimit`` the
+factory applied, else a ``max_episode_steps`` attribute; a custom environment without one is an
+error (certificates need the horizon).
 
 Default attack budgets are the l_inf radii in *normalized* observation space of SA-PPO / ATLA /
 PA-AD (Zhang et al. 2020, 2021; Sun et al. 2022): Hopper 0.075, Walker2d 0.05,
@@ -27,10 +42,15 @@ literature has no budget for get ``None`` and the user must pass ``--eps``.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
+import os
+import pickle
+import sys
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import gymnasium as gym
@@ -52,6 +72,39 @@ class EnvSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
     episode_bounds: tuple[float, float] | None = None
+    #: ``"package.module:ClassOrFactory"`` of a custom environment (``None``: a Gymnasium id)
+    entry_point: str | None = None
+    #: an environment factory given through the API (``None`` otherwise)
+    factory: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def custom(self) -> bool:
+        """Whether this is a custom environment (an entry point or a factory)."""
+        return self.entry_point is not None or self.factory is not None
+
+    @property
+    def bounds_known(self) -> bool:
+        """Whether the per-step reward bounds are known (certificates need them)."""
+        return self.bounds_kind != "unknown"
+
+    def require_bounds(self, what: str = "a certificate") -> None:
+        """Raise :class:`EnvError` (one line) when the reward bounds are unknown."""
+        if not self.bounds_known:
+            raise EnvError(
+                f"{what} needs per-step reward bounds, and {self.gym_id} does not document "
+                "them: pass --reward-bounds LO,HI (reward_bounds=(lo, hi) in the API), or give "
+                "the environment a reward_bounds = (lo, hi) attribute"
+            )
+
+    def factory_picklable(self) -> bool:
+        """Whether the factory can be sent to worker processes (module-level callables can)."""
+        if self.factory is None:
+            return True
+        try:
+            pickle.dumps(self.factory)
+            return True
+        except Exception:  # noqa: BLE001 - lambdas, closures, local classes
+            return False
 
     @property
     def return_bounds(self) -> tuple[float, float]:
@@ -66,6 +119,8 @@ class EnvSpec:
 
     def make(self, **extra: Any) -> gym.Env:
         kwargs = {**self.kwargs, **extra}
+        if self.custom:
+            return _make_custom(self, kwargs)
         try:
             with warnings.catch_warnings():
                 # an alias names a deliberate version (cartpole-v0 is Kumar et al.'s setting):
@@ -77,16 +132,150 @@ class EnvSpec:
 
     def to_json(self) -> dict[str, Any]:
         a, b = self.return_bounds
-        return {
+        out = {
             "alias": self.alias,
             "id": self.gym_id,
             "kwargs": dict(self.kwargs),
             "horizon": self.horizon,
-            "step_reward_bounds": list(self.step_reward_bounds),
+            "step_reward_bounds": [_finite_or_none(v) for v in self.step_reward_bounds],
             "bounds_kind": self.bounds_kind,
-            "return_bounds": [a, b],
+            "return_bounds": [_finite_or_none(a), _finite_or_none(b)],
             "default_eps": self.default_eps,
         }
+        if self.custom:
+            out["entry_point"] = self.entry_point or _callable_name(self.factory)
+        return out
+
+
+def _finite_or_none(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+def _callable_name(fn: Any) -> str:
+    mod = getattr(fn, "__module__", None) or "?"
+    return f"{mod}:{getattr(fn, '__qualname__', type(fn).__name__)}"
+
+
+_UNKNOWN = (-math.inf, math.inf)
+
+
+def import_entry_point(entry: str) -> Any:
+    """``"package.module:Attr"`` -> the attribute (an environment class or factory)."""
+    mod_name, _, attr = entry.partition(":")
+    module = _import_env_module(entry, mod_name)
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise EnvError(f"--env {entry}: {mod_name} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise EnvError(f"--env {entry}: {attr} is not a class or factory")
+    return obj
+
+
+def _make_custom(spec: EnvSpec, kwargs: dict[str, Any]) -> gym.Env:
+    """Make a custom environment through Gymnasium's EnvSpec (TimeLimit at the horizon)."""
+    from gymnasium.envs.registration import EnvSpec as GymSpec
+
+    kwargs = {k: v for k, v in kwargs.items() if k != "max_episode_steps"}
+    entry = spec.factory if spec.factory is not None else spec.entry_point
+    gspec = GymSpec(id=_gym_safe_id(spec.gym_id), entry_point=entry,
+                    max_episode_steps=spec.horizon, disable_env_checker=True, kwargs=kwargs)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # gymnasium's id-format warnings for custom specs
+            env = gym.make(gspec)
+    except EnvError:
+        raise
+    except TypeError as e:
+        raise EnvError(f"{spec.gym_id}: bad --env-kwargs ({e})") from None
+    except Exception as e:  # noqa: BLE001 - user code: report it as one line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise EnvError(f"{spec.gym_id}: making the environment failed ({type(e).__name__}: "
+                       f"{first})") from None
+    if not hasattr(env, "step") or not hasattr(env, "reset"):
+        raise EnvError(f"{spec.gym_id}: the factory returned {type(env).__name__}, not a "
+                       "gymnasium.Env")
+    return env
+
+
+def _gym_safe_id(name: str) -> str:
+    return "certrl-custom/" + "".join(c if c.isalnum() or c in "_." else "_" for c in name)
+
+
+def _declared_horizon(env: Any) -> int | None:
+    spec = getattr(env, "spec", None)
+    if spec is not None and getattr(spec, "max_episode_steps", None):
+        return int(spec.max_episode_steps)
+    e = env
+    while e is not None:
+        steps = getattr(e, "_max_episode_steps", None)
+        if isinstance(steps, int) and steps > 0:
+            return steps
+        e = getattr(e, "env", None)
+    steps = getattr(getattr(env, "unwrapped", env), "max_episode_steps", None)
+    return int(steps) if isinstance(steps, int) and steps > 0 else None
+
+
+def _declared_bounds(env: Any) -> tuple[float, float] | None:
+    raw = getattr(getattr(env, "unwrapped", env), "reward_bounds", None)
+    if raw is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in raw)
+    except (TypeError, ValueError):
+        raise EnvError(f"{type(env.unwrapped).__name__}.reward_bounds = {raw!r}: expected a "
+                       "pair (lo, hi) of per-step rewards") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+        raise EnvError(f"{type(env.unwrapped).__name__}.reward_bounds = {raw!r}: need finite "
+                       "lo <= hi")
+    return lo, hi
+
+
+def custom_env(target: str | Callable[..., Any], kwargs: dict[str, Any]) -> EnvSpec:
+    """An :class:`EnvSpec` for ``package.module:ClassOrFactory`` or a factory callable.
+
+    Makes the environment once to read its horizon and declared reward bounds (see the module
+    docstring for where each comes from)."""
+    if isinstance(target, str):
+        factory, entry, name = None, target, target
+        fn = import_entry_point(target)
+    else:
+        factory, entry, name = target, None, _callable_name(target)
+        fn = target
+    make_kwargs = {k: v for k, v in kwargs.items() if k != "max_episode_steps"}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            probe = fn(**make_kwargs)
+    except TypeError as e:
+        raise EnvError(f"{name}: bad --env-kwargs ({e})") from None
+    except Exception as e:  # noqa: BLE001 - user code
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise EnvError(f"{name}: making the environment failed ({type(e).__name__}: {first})"
+                       ) from None
+    try:
+        if not (hasattr(probe, "step") and hasattr(probe, "reset")
+                and hasattr(probe, "observation_space") and hasattr(probe, "action_space")):
+            raise EnvError(f"{name}: returned {type(probe).__name__}, not a gymnasium.Env "
+                           "(needs reset, step, observation_space, action_space)")
+        horizon = kwargs.get("max_episode_steps") or _declared_horizon(probe)
+        if not horizon:
+            raise EnvError(
+                f"{name}: the environment has no horizon (no spec.max_episode_steps, TimeLimit "
+                "or max_episode_steps attribute); pass --env-kwargs '{\"max_episode_steps\": "
+                "N}'"
+            )
+        bounds = _declared_bounds(probe)
+    finally:
+        try:
+            probe.close()
+        except Exception:  # noqa: BLE001
+            pass
+    kind = "env" if bounds is not None else "unknown"
+    return EnvSpec(name, name, int(horizon), bounds or _UNKNOWN, kind, None,
+                   kwargs=dict(kwargs), notes="custom environment", entry_point=entry,
+                   factory=factory)
 
 
 _PENDULUM_LO = -(math.pi**2 + 0.1 * 8.0**2 + 0.001 * 2.0**2)
@@ -123,11 +312,17 @@ ALIASES: dict[str, EnvSpec] = {
 _BY_ID = {s.gym_id: s for s in ALIASES.values()}
 
 
-def resolve_env(name: str, env_kwargs: dict[str, Any] | str | None = None) -> EnvSpec:
-    """An alias (``hopper``), a known Gymnasium id (``Hopper-v5``) or any registered id.
+def resolve_env(
+    name: str | Callable[..., Any] | EnvSpec, env_kwargs: dict[str, Any] | str | None = None
+) -> EnvSpec:
+    """An alias (``hopper``), a known Gymnasium id (``Hopper-v5``), any registered id,
+    ``package.module:EnvId-v0`` (Gymnasium's import-then-make syntax),
+    ``package.module:ClassOrFactory`` or an environment factory (a callable returning a
+    ``gymnasium.Env``); ``env_kwargs`` are its keyword arguments.
 
-    Unknown registered ids get clip bounds of ``[-1e6, 1e6]`` per step and no default budget:
-    pass ``--reward-bounds`` for a meaningful certificate."""
+    Other registered ids and custom environments have ``unknown`` reward bounds (unless the
+    environment declares ``reward_bounds``) and no default budget: certificates then need
+    ``--reward-bounds``."""
     if isinstance(env_kwargs, str):
         try:
             env_kwargs = json.loads(env_kwargs) if env_kwargs.strip() else {}
@@ -138,37 +333,73 @@ def resolve_env(name: str, env_kwargs: dict[str, Any] | str | None = None) -> En
         if not isinstance(env_kwargs, dict):
             raise EnvError("--env-kwargs must be a JSON object, e.g. '{\"key\": 1}'")
     kwargs = dict(env_kwargs or {})
-    spec = ALIASES.get(name.lower()) or _BY_ID.get(name)
+    if isinstance(name, EnvSpec):
+        if not kwargs:
+            return name
+        if name.custom:
+            return custom_env(name.factory or name.entry_point or "", {**name.kwargs, **kwargs})
+        spec = name
+        name = spec.gym_id
+    elif callable(name):
+        return custom_env(name, kwargs)
+    elif ":" in name:
+        mod_name, _, attr = name.partition(":")
+        module = _import_env_module(name, mod_name)
+        if not hasattr(module, attr.split(".")[0]):
+            # Gymnasium's "module:EnvId-v0": importing the module registered the id
+            if attr not in gym.registry:
+                raise EnvError(f"--env {name}: {mod_name} has no attribute {attr!r} and did not "
+                               f"register a Gymnasium id {attr!r}")
+            spec = None
+        else:
+            return custom_env(name, kwargs)
+    else:
+        spec = ALIASES.get(name.lower()) or _BY_ID.get(name)
     if spec is None:
-        if name not in gym.registry:
+        if (name.partition(":")[2] or name) not in gym.registry:
             close = [a for a in ALIASES if name.lower()[:4] in a] + [
                 k for k in gym.registry if name.lower()[:5] in k.lower()
             ][:5]
             hint = f" (did you mean {', '.join(close[:5])}?)" if close else ""
             raise EnvError(
                 f"unknown environment {name!r}{hint}; `certrl envs` lists the supported ones, "
-                "and any registered Gymnasium id is accepted"
+                "and any registered Gymnasium id or package.module:ClassOrFactory is accepted"
             )
-        reg = gym.registry[name]
-        horizon = int(reg.max_episode_steps or 1000)
-        spec = EnvSpec(name, name, horizon, (-1e6, 1e6), "clip", None, notes="generic bounds")
+        reg = gym.registry[name.partition(":")[2] or name]
+        if not reg.max_episode_steps and "max_episode_steps" not in kwargs:
+            raise EnvError(f"{name}: the registered environment has no max_episode_steps; pass "
+                           "--env-kwargs '{\"max_episode_steps\": N}'")
+        horizon = int(reg.max_episode_steps or kwargs["max_episode_steps"])
+        spec = EnvSpec(name, name, horizon, _UNKNOWN, "unknown", None,
+                       notes="reward bounds unknown: pass --reward-bounds for certificates")
     if kwargs:
         horizon = int(kwargs.get("max_episode_steps", spec.horizon))
-        spec = EnvSpec(
-            spec.alias, spec.gym_id, horizon, spec.step_reward_bounds, spec.bounds_kind,
-            spec.default_eps, spec.eps_source, {**spec.kwargs, **kwargs}, spec.notes,
-            spec.episode_bounds if horizon == spec.horizon else None,
-        )
+        spec = replace(spec, horizon=horizon, kwargs={**spec.kwargs, **kwargs},
+                       episode_bounds=spec.episode_bounds if horizon == spec.horizon else None)
     return spec
+
+
+def _import_env_module(entry: str, mod_name: str) -> Any:
+    """Import the module of a custom environment; the working directory is searched too (as
+    ``python -m`` does), after the installed packages, so ``--env my_envs:Walk`` finds
+    ``./my_envs.py``. Worker processes inherit the search path."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+    try:
+        return importlib.import_module(mod_name)
+    except ImportError as e:
+        raise EnvError(
+            f"--env {entry}: cannot import {mod_name} ({e}); check the module is installed or on "
+            "PYTHONPATH"
+        ) from None
 
 
 def with_reward_bounds(spec: EnvSpec, lo: float, hi: float) -> EnvSpec:
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
         raise EnvError(f"--reward-bounds {lo},{hi}: need finite LO <= HI (per-step rewards)")
-    return EnvSpec(
-        spec.alias, spec.gym_id, spec.horizon, (float(lo), float(hi)), "user",
-        spec.default_eps, spec.eps_source, spec.kwargs, spec.notes,
-    )
+    return replace(spec, step_reward_bounds=(float(lo), float(hi)), bounds_kind="user",
+                   episode_bounds=None)
 
 
 def env_table() -> list[dict[str, Any]]:

@@ -120,7 +120,7 @@ def versions() -> dict[str, str]:
     import numpy
     import torch
 
-    from certrl import __version__
+    from certrl._version import __version__
 
     return {
         "python": platform.python_version(),

@@ -51,6 +51,8 @@ class Job:
     #: (:func:`certrl.backends_ray.run_ray`, on the cluster at ``ray_address``; local if empty)
     backend: str = "local"
     ray_address: str | None = None
+    #: how the user named the policy (``demo:hopper``, a path): the results file's ``policy.spec``
+    label: str = ""
 
     def eval_config(self, deterministic: bool | None = None) -> EvalConfig:
         return EvalConfig(

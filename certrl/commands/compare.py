@@ -26,7 +26,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from certrl.cli import EXIT_OK, UsageError, _add_common
+from certrl.commands.options import EXIT_OK, add_common
+from certrl.errors import UsageError
 
 
 def register(sub: Any) -> None:
@@ -44,7 +45,7 @@ def register(sub: Any) -> None:
                    help="a method and its runs: --group NAME RUN1.json RUN2.json ... "
                    "(repeatable; compares runs instead of episodes)")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
-    _add_common(p)
+    add_common(p)
     p.set_defaults(handler=cmd_compare)
 
 

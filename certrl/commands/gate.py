@@ -17,7 +17,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from certrl.cli import UsageError, _add_common
+from certrl.commands.options import add_common
+from certrl.errors import UsageError
 
 
 def register(sub: Any) -> None:
@@ -44,7 +45,7 @@ def register(sub: Any) -> None:
     p.add_argument("--warn-only", action="store_true",
                    help="report failed requirements but exit 0 (configuration and load errors "
                    "still exit 2 and 3)")
-    _add_common(p)
+    add_common(p)
     p.set_defaults(handler=cmd_gate)
 
 

@@ -7,7 +7,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from certrl.cli import EXIT_OK, UsageError, _add_common
+from certrl.commands.options import EXIT_OK, add_common
+from certrl.errors import UsageError
 
 
 def register(sub: Any) -> None:
@@ -27,7 +28,7 @@ def register(sub: Any) -> None:
                    help="gate requirement shown as PASS/FAIL in each verdict, in certrl gate "
                    "syntax, e.g. 'certified_return@B=0.1 >= 2500' (repeatable; the report's "
                    "exit code stays 0: use certrl gate to fail a CI job)")
-    _add_common(p)
+    add_common(p)
     p.set_defaults(handler=cmd_report)
 
 

@@ -1,13 +1,21 @@
 """Fast simulation engines for the lockstep evaluator.
 
-Importing this package registers its engines in :data:`certrl.evaluator.ENGINES`
-(:func:`certrl.evaluator.make_batch` imports it lazily, so ``--engine auto|mujoco`` always
-sees them). Every engine here must reproduce Gymnasium's observations, rewards,
-``terminated`` and ``truncated`` bit for bit (``tests/test_engines.py``).
+:mod:`certrl.engines.base` holds the interface (:class:`EnvBatch`, the :data:`ENGINES`
+registry, :func:`make_batch`); importing this package registers the fast engines in it (the
+evaluator imports it, so ``--engine auto|mujoco`` always sees them). Every engine here must
+reproduce Gymnasium's observations, rewards, ``terminated`` and ``truncated`` bit for bit
+(``tests/test_engines.py``).
 """
 
 from __future__ import annotations
 
+from certrl.engines.base import (
+    ENGINES,
+    EnvBatch,
+    default_batch_size,
+    engine_class,
+    make_batch,
+)
 from certrl.engines.mujoco_batch import (
     MujocoBatch,
     engine_threads,
@@ -17,4 +25,5 @@ from certrl.engines.mujoco_batch import (
 
 register()
 
-__all__ = ["MujocoBatch", "engine_threads", "register", "set_engine_threads"]
+__all__ = ["ENGINES", "EnvBatch", "MujocoBatch", "default_batch_size", "engine_class",
+           "make_batch", "engine_threads", "register", "set_engine_threads"]

@@ -69,8 +69,8 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from certrl.engines.base import ENGINES, EnvBatch
 from certrl.envs import EnvSpec
-from certrl.evaluator import ENGINES, EnvBatch
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def engine_threads() -> int:
 
 class MujocoBatch(EnvBatch):
     """Lockstep batch of Gymnasium MuJoCo tasks stepped on raw ``MjData`` (see the module
-    docstring). Construct through :func:`certrl.evaluator.make_batch`."""
+    docstring). Construct through :func:`certrl.engines.make_batch`."""
 
     name = "mujoco"
     #: Slots are state rows (memory flat in the width), and each lockstep iteration pays a
@@ -377,5 +377,5 @@ def _time_limit(env: Any) -> int | None:
 
 
 def register() -> None:
-    """Add the ``mujoco`` engine to :data:`certrl.evaluator.ENGINES` (idempotent)."""
+    """Add the ``mujoco`` engine to :data:`certrl.engines.ENGINES` (idempotent)."""
     ENGINES.setdefault("mujoco", MujocoBatch)

@@ -162,9 +162,11 @@ def policy_from_cleanrl_state(state: dict[str, Tensor], path: Path) -> Policy:
     )
 
 
-def load_torch_file(path: str | Path, *, unsafe_pickle: bool = False) -> Policy:
+def load_torch_file(path: str | Path, *, unsafe_pickle: bool = False,
+                    observation_space: Any = None, action_space: Any = None) -> Policy:
     """Load a ``torch.save`` file: a CleanRL state dict, or (with ``unsafe_pickle``) a whole
-    pickled module (see the module docstring)."""
+    pickled module (see the module docstring), which takes what it does not declare from the
+    environment's spaces when given."""
     path = Path(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -191,7 +193,8 @@ def load_torch_file(path: str | Path, *, unsafe_pickle: bool = False) -> Policy:
     if isinstance(obj, nn.Module):
         from certrl.policies.torchscript import wrap_module
 
-        return wrap_module(obj, path, fmt="pickle")
+        return wrap_module(obj, path, fmt="pickle", observation_space=observation_space,
+                           action_space=action_space)
     state = pick_actor_state(obj)
     if state is None:
         what = type(obj).__name__

@@ -11,13 +11,14 @@ from certrl.policies._nets import check_zip, rebuild
 from certrl.policies.base import ObsNormalization, Policy, PolicyError, sha256_file
 
 #: Values of ``fmt`` (``--format``).
-FORMATS: tuple[str, ...] = ("sb3", "cleanrl", "torchscript", "bundle", "pickle")
+FORMATS: tuple[str, ...] = ("sb3", "cleanrl", "torchscript", "bundle", "pickle", "onnx", "zoo")
 
 DEMO_PREFIX = "demo:"
 
 _EXPECTED = (
-    "expected an SB3 .zip, a CleanRL / PyTorch checkpoint, a TorchScript archive or a certrl "
-    "bundle (.json + .safetensors); pass --format to force one"
+    "expected an SB3 .zip, an RL Zoo / Hugging Face run folder, a CleanRL / PyTorch checkpoint, "
+    "a TorchScript archive, an ONNX graph or a certrl bundle (.json + .safetensors); pass "
+    "--format to force one"
 )
 
 
@@ -53,7 +54,14 @@ def detect_format(path: Path) -> str:
         hint = f" (or demo:NAME; demos: {', '.join(demos)})" if demos else ""
         raise PolicyError(f"{path}: policy file not found; check the path{hint}")
     if path.is_dir():
-        raise PolicyError(f"{path}: is a directory; pass the policy file inside it")
+        from certrl.policies.zoo import is_zoo_dir
+
+        if is_zoo_dir(path):
+            return "zoo"
+        raise PolicyError(
+            f"{path}: is a directory but not an RL Zoo / Hugging Face run folder (no SB3 model "
+            "zip in it); pass the policy file inside it"
+        )
     try:
         with open(path, "rb") as f:
             head = f.read(16)
@@ -83,6 +91,10 @@ def detect_format(path: Path) -> str:
         if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
             return "torch"
         raise PolicyError(f"{path}: a zip archive but not a policy ({_EXPECTED})")
+    from certrl.policies.onnx import is_onnx_file
+
+    if is_onnx_file(path, head):
+        return "onnx"
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return "torch"  # legacy (non-zip) torch.save
     from certrl.policies.bundle import is_bundle_manifest
@@ -105,6 +117,8 @@ def load_policy(
     obs_stats: str | Path | None = None,
     unsafe_pickle: bool = False,
     fmt: str | None = None,
+    observation_space: Any = None,
+    action_space: Any = None,
 ) -> Policy:
     """Load a policy file as a :class:`Policy`.
 
@@ -117,6 +131,10 @@ def load_policy(
             that do not store normalization (CleanRL, TorchScript).
         unsafe_pickle: allow unpickling a whole pickled ``nn.Module`` (runs code from the file).
         fmt: force a format (one of :data:`FORMATS`) instead of detecting it from the content.
+        observation_space, action_space: the environment's Gymnasium spaces, when known. Loaders
+            whose file does not record the sizes (TorchScript, ONNX with symbolic shapes) take
+            them from here, and the discrete/continuous head follows the action space; the
+            result is still checked by :func:`~certrl.policies.validate_spaces`.
 
     The format is detected from the content: SB3 zip (``data`` + ``policy.pth``), TorchScript
     archive, certrl bundle manifest (or its ``.safetensors``), ``torch.save`` checkpoint
@@ -135,16 +153,30 @@ def load_policy(
         detect_format(path)  # raises the not-found / directory message
     files: list[Path] = [path]
     policy: Policy
+    zoo_run = None
+    if kind == "zoo":
+        from certrl.policies.zoo import find_zoo_run
+
+        zoo_run = find_zoo_run(path)
+        path, kind = zoo_run.model, "sb3"
+        files = [path]
+        if vecnormalize is None and obs_stats is None:
+            vecnormalize = zoo_run.vecnormalize
     if kind == "sb3":
         from certrl.policies.sb3 import find_vecnormalize, load_sb3
 
         policy = load_sb3(path)
-        if vecnormalize is None and obs_stats is None:
+        if vecnormalize is None and obs_stats is None and zoo_run is None:
             vecnormalize = find_vecnormalize(path)
     elif kind == "torchscript":
         from certrl.policies.torchscript import load_torchscript
 
-        policy = load_torchscript(path)
+        policy = load_torchscript(path, observation_space=observation_space,
+                                  action_space=action_space)
+    elif kind == "onnx":
+        from certrl.policies.onnx import load_onnx
+
+        policy = load_onnx(path, observation_space=observation_space, action_space=action_space)
     elif kind == "bundle":
         from certrl.policies.bundle import load_bundle
 
@@ -153,7 +185,8 @@ def load_policy(
     elif kind in ("torch", "cleanrl", "pickle"):
         from certrl.policies.cleanrl import load_torch_file
 
-        policy = load_torch_file(path, unsafe_pickle=unsafe_pickle)
+        policy = load_torch_file(path, unsafe_pickle=unsafe_pickle,
+                                 observation_space=observation_space, action_space=action_space)
     else:  # pragma: no cover - FORMATS is checked above
         raise PolicyError(f"unknown policy format {kind!r}")
 
@@ -188,6 +221,8 @@ def load_policy(
             )
         policy = rebuild(policy, obs_norm=norm)
     policy.info.details["files"] = [str(f) for f in files]
+    if zoo_run is not None:
+        policy.info.details["zoo"] = zoo_run.to_json()
     return policy
 
 

@@ -7,17 +7,22 @@ own bundle format (:mod:`certrl.policies.bundle`) is the safe alternative.
 Contract: ``forward(obs[B, obs_dim]) -> [B, k]`` float, where the output is either the action
 (continuous environments; ``linear`` head, clipped to the environment's bounds) or the logits
 (discrete environments; ``categorical`` head, argmax). Which one is decided by the environment
-in ``validate_spaces`` (or up front by a bool attribute ``discrete`` on the module). The
-observation size is read from an int attribute ``obs_dim`` if the module has one, else from the
-first 2-D parameter (a ``Linear`` weight), and confirmed by a dry forward pass. The module takes
-*raw* observations unless ``--obs-stats`` / ``--vecnormalize`` statistics are given.
+in ``validate_spaces`` (or up front: by a bool attribute ``discrete`` on the module, or by the
+environment's action space when the loader is given it). The observation size is read from an
+int attribute ``obs_dim`` if the module has one, else from the environment's observation space
+when the loader is given it (``load_policy(..., observation_space=)``, which the CLI always
+passes), else from the first 2-D parameter (a ``Linear`` weight); a dry forward pass confirms
+it. The module takes *raw* observations unless ``--obs-stats`` / ``--vecnormalize`` statistics
+are given.
 """
 
 from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -29,25 +34,48 @@ def is_torchscript_zip(names: list[str]) -> bool:
     return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
 
 
-def _infer_obs_dim(module: nn.Module, where: str) -> int:
+def space_obs_dim(observation_space: Any) -> int | None:
+    """The flat observation size of a Gymnasium ``Box`` space (``None`` if not a vector Box)."""
+    shape = getattr(observation_space, "shape", None)
+    if observation_space is None or not shape or getattr(observation_space, "dtype", None) is None:
+        return None
+    return int(np.prod(shape))
+
+
+def space_is_discrete(action_space: Any) -> bool | None:
+    """``True`` for a ``Discrete`` action space, ``False`` for a ``Box``, ``None`` if unknown."""
+    if action_space is None:
+        return None
+    if hasattr(action_space, "n") and not getattr(action_space, "shape", None):
+        return True
+    return False if getattr(action_space, "shape", None) else None
+
+
+def _infer_obs_dim(module: nn.Module, where: str, observation_space: Any = None) -> int:
     declared = getattr(module, "obs_dim", None)
     if isinstance(declared, int) and not isinstance(declared, bool) and declared > 0:
         return declared
+    from_env = space_obs_dim(observation_space)
+    if from_env is not None:
+        return from_env
     for _, p in module.named_parameters():
         if p.ndim == 2:
             return int(p.shape[1])
     raise PolicyError(
-        f"{where}: cannot infer the observation size (no Linear weight found); give the module "
-        "an int attribute obs_dim"
+        f"{where}: cannot infer the observation size (no Linear weight and no environment "
+        "given); pass --env (or observation_space= to load_policy), or give the module an int "
+        "attribute obs_dim"
     )
 
 
-def wrap_module(module: nn.Module, path: Path, fmt: str) -> Policy:
+def wrap_module(module: nn.Module, path: Path, fmt: str, observation_space: Any = None,
+                action_space: Any = None) -> Policy:
     """Wrap a module mapping raw observations to actions or logits as a :class:`Policy`
-    (``linear`` head until the environment says it is discrete; see the module docstring)."""
+    (``linear`` head until the environment says it is discrete; see the module docstring).
+    ``observation_space`` / ``action_space``: the environment's spaces, when known."""
     where = str(path)
     module.eval()
-    obs_dim = _infer_obs_dim(module, where)
+    obs_dim = _infer_obs_dim(module, where, observation_space)
     try:
         with torch.no_grad():
             out = module(torch.zeros(MIN_ROWS, obs_dim))
@@ -72,15 +100,21 @@ def wrap_module(module: nn.Module, path: Path, fmt: str) -> Policy:
     info = PolicyInfo(format=fmt, path=str(path), sha256=sha256_file(path),
                       details={"module": type(module).__name__})
     declared = getattr(module, "discrete", None)
-    if isinstance(declared, bool) and declared:
+    if not isinstance(declared, bool):
+        declared = space_is_discrete(action_space)
+        if declared is not None:
+            info.details["head_from_env"] = True
+    if declared:
         return Policy(module, "categorical", obs_dim, n_actions=k, info=info)
-    info.details["head_from_env"] = declared is None
+    info.details.setdefault("head_from_env", declared is None)
     info.details["action_bounds"] = "environment"
     return Policy(module, "linear", obs_dim, act_dim=k, info=info)
 
 
-def load_torchscript(path: str | Path) -> Policy:
-    """Load a ``torch.jit.save`` archive (trusted code: see the module docstring)."""
+def load_torchscript(path: str | Path, observation_space: Any = None,
+                     action_space: Any = None) -> Policy:
+    """Load a ``torch.jit.save`` archive (trusted code: see the module docstring); the
+    environment's spaces, when given, supply what the module does not declare."""
     path = Path(path)
     try:
         module = torch.jit.load(str(path), map_location="cpu")
@@ -90,4 +124,5 @@ def load_torchscript(path: str | Path) -> Policy:
             f"{path}: not a loadable TorchScript archive ({first}); re-export it with "
             "torch.jit.save(torch.jit.script(actor), path)"
         ) from None
-    return wrap_module(module, path, fmt="torchscript")
+    return wrap_module(module, path, fmt="torchscript", observation_space=observation_space,
+                       action_space=action_space)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from certrl import __version__
+from certrl._version import __version__
 from certrl.report import figures as F
 from certrl.report.model import (
     Attack,

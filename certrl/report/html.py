@@ -182,7 +182,7 @@ VERDICT = """<section class="verdict{% if v.status %} {{ v.status }}{% endif %}"
 
 
 def render_html(doc: Document, svgs: dict[str, str] | None = None) -> str:
-    from certrl import __version__
+    from certrl._version import __version__
 
     if svgs is None:
         svgs = {b.spec.fig_id: render_svg(b.spec) for b in doc.blocks if isinstance(b, Fig)}

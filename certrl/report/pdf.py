@@ -359,7 +359,7 @@ def _render_page(items: list[Item], number: int, total: int, footer: str) -> Fig
 
 def render_pdf(doc: Document, path: str | Path | None = None) -> bytes:
     """Render ``doc`` to PDF bytes (also written to ``path`` when given)."""
-    from certrl import __version__
+    from certrl._version import __version__
 
     with matplotlib.rc_context(RC):
         pages = paginate(_items(doc))

@@ -1,0 +1,361 @@
+"""certrl as a library: the same jobs as the command line, from Python.
+
+    import certrl
+
+    policy = certrl.load_policy("demo:cartpole", env="cartpole")
+    clean = certrl.evaluate(policy, env="cartpole", episodes=50)
+    cert = certrl.certify(policy, env="cartpole", sigma=0.2, budgets=[0, 0.2], episodes=200)
+    print(clean.mean, cert.lower_bound(0.2))
+    print(cert.statement)
+
+Every function takes a policy (a file, an RL Zoo / Hugging Face folder, ``demo:NAME``, or a
+:class:`~certrl.policies.Policy` from :func:`load_policy`) and an environment (an alias such as
+``"hopper"``, a Gymnasium id, ``"package.module:ClassOrFactory"``, a callable returning a
+``gymnasium.Env``, or an :class:`~certrl.envs.EnvSpec`), runs exactly what the command of the
+same name runs (same seeds: the same numbers as ``certrl certify ...`` with the same options),
+and returns a typed result whose ``to_json()`` is the results-file section the command writes.
+With ``out="DIR"`` the results file is written too (and ``resume=True`` continues an
+interrupted run from its journal); without it nothing is left on disk.
+
+Differences from the command line, deliberate: ``workers`` defaults to 1 (worker processes
+are spawned, which needs the ``if __name__ == "__main__":`` guard in scripts; pass
+``workers=N`` for parallel runs, the numbers do not change), progress lines are off unless
+``verbose=True``, and bad input raises (``ValueError`` subclasses with the CLI's one-line
+messages: :class:`~certrl.errors.UsageError`, :class:`~certrl.policies.PolicyError`,
+:class:`~certrl.envs.EnvError`) instead of exiting.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from certrl.envs import EnvSpec
+from certrl.errors import UsageError
+from certrl.policies.base import Policy
+from certrl.runner import Job
+
+__all__ = [
+    "AttackResult",
+    "BoundResult",
+    "CertificationResult",
+    "EvaluationResult",
+    "StressResult",
+    "attack",
+    "bound",
+    "certify",
+    "evaluate",
+    "load_policy",
+    "make_env",
+    "stress",
+]
+
+EnvLike = str | EnvSpec | Callable[..., Any]
+PolicyLike = str | Path | Policy
+
+
+# ---------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class _Result:
+    """A results-file section with its numbers as attributes."""
+
+    section: dict[str, Any] = field(repr=False)
+    #: the results file written (``out=`` given), else ``None``
+    results_file: Path | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The results-file section, exactly as the command writes it (a deep copy)."""
+        return copy.deepcopy(self.section)
+
+
+@dataclass(frozen=True)
+class EvaluationResult(_Result):
+    """Clean returns of a policy (``certrl evaluate``; results-file section ``evaluation``).
+
+    ``mean``, ``iqm`` and their 95% stratified-bootstrap CIs (``mean_ci``, ``iqm_ci``)."""
+
+    returns: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
+    mean: float = 0.0
+    mean_ci: tuple[float, float] = (0.0, 0.0)
+    iqm: float = 0.0
+    iqm_ci: tuple[float, float] = (0.0, 0.0)
+    episodes: int = 0
+
+    @staticmethod
+    def of(section: dict[str, Any], results_file: Path | None = None) -> EvaluationResult:
+        s = section["summary"]
+        return EvaluationResult(
+            section, results_file, np.asarray(section["returns"], dtype=float), s["mean"],
+            tuple(s["mean_ci"]), s["iqm"], tuple(s["iqm_ci"]), section["episodes"])
+
+
+@dataclass(frozen=True)
+class CertificationResult(_Result):
+    """Policy smoothing certificates (``certrl certify``; section ``certificates``).
+
+    ``lower_bounds[B]``: with probability ``>= 1 - alpha`` over certrl's sampling, for every
+    adversary perturbing the observations adaptively with total l2 norm ``<= B`` over the
+    episode (in ``space``), the smoothed policy's expected return is ``>= lower_bounds[B]``
+    (all budgets at once). ``statement`` says it in words for the largest budget.
+    """
+
+    sigma: float = 0.0
+    alpha: float = 0.05
+    space: str = ""
+    lower_bounds: dict[float, float] = field(default_factory=dict)
+    statement: str = ""
+    smoothed_mean: float = 0.0
+    clean_mean: float = 0.0
+    evaluation: dict[str, Any] = field(default_factory=dict, repr=False)
+    passed: bool | None = None
+
+    @staticmethod
+    def of(section: dict[str, Any], evaluation: dict[str, Any],
+           results_file: Path | None = None) -> CertificationResult:
+        gate = section.get("gate")
+        return CertificationResult(
+            section, results_file, section["sigma"], section["alpha"], section["space"],
+            {float(r["budget"]): float(r["expected_return_lower_bound"])
+             for r in section["budgets"]},
+            section["statement"], section["clean_smoothed"]["summary"]["mean"],
+            section["clean_unsmoothed"]["summary"]["mean"], evaluation,
+            None if gate is None else bool(gate["passed"]))
+
+    def lower_bound(self, budget: float) -> float:
+        """The certified expected return at ``budget`` (one of the certified budgets)."""
+        try:
+            return self.lower_bounds[float(budget)]
+        except KeyError:
+            raise UsageError(f"budget {budget:g} was not certified; certified budgets: "
+                             f"{', '.join(f'{b:g}' for b in self.lower_bounds)}") from None
+
+
+@dataclass(frozen=True)
+class AttackResult(_Result):
+    """Empirical attacks (``certrl attack``; section ``attacks``): upper bounds on the worst
+    case, no guarantee. ``means[name]``: mean attacked return of each attack; ``strongest``:
+    the attack with the lowest mean."""
+
+    means: dict[str, float] = field(default_factory=dict)
+    clean_mean: float = 0.0
+    strongest: str = ""
+
+    @staticmethod
+    def of(section: dict[str, Any], results_file: Path | None = None) -> AttackResult:
+        rows = section.get("attacks", [])
+        means = {r["name"]: float(r["summary"]["mean"]) for r in rows}
+        strongest = min(means, key=lambda k: means[k]) if means else ""
+        clean = section.get("clean", {}).get("summary", {}).get("mean", float("nan"))
+        return AttackResult(section, results_file, means, float(clean), strongest)
+
+
+@dataclass(frozen=True)
+class BoundResult(_Result):
+    """Per-step certificates by bound propagation (``certrl bound``; section ``bounds``)."""
+
+    eps: float = 0.0
+    norm: str = ""
+    method: str = ""
+
+    @staticmethod
+    def of(section: dict[str, Any], results_file: Path | None = None) -> BoundResult:
+        return BoundResult(section, results_file, float(section.get("eps", 0.0)),
+                           str(section.get("norm", "")), str(section.get("method", "")))
+
+
+@dataclass(frozen=True)
+class StressResult(_Result):
+    """Returns under changed dynamics (``certrl stress``; section ``stress``): the worst point's
+    mean return and the lower end of its 95% CI."""
+
+    worst_case_mean: float = 0.0
+    worst_case_lower: float = 0.0
+    nominal_mean: float = 0.0
+
+    @staticmethod
+    def of(section: dict[str, Any], results_file: Path | None = None) -> StressResult:
+        w = section.get("worst_case", {})
+        nominal = section.get("nominal", {}).get("summary", {}).get("mean", float("nan"))
+        return StressResult(section, results_file, float(w.get("mean", float("nan"))),
+                            float(w.get("lower", float("nan"))), float(nominal))
+
+
+# ---------------------------------------------------------------------------- plumbing
+def _log(verbose: bool) -> Callable[[str], None]:
+    if verbose:
+        return lambda line: print(line, file=sys.stderr)
+    return lambda line: None
+
+
+@contextmanager
+def _out_dir(out: str | Path | None) -> Iterator[tuple[Path, bool]]:
+    """``out`` (results are written there) or a temporary directory (nothing kept)."""
+    if out is not None:
+        yield Path(out), True
+        return
+    with tempfile.TemporaryDirectory(prefix="certrl-") as d:
+        yield Path(d), False
+
+
+def _command(name: str, **kwargs: Any) -> str:
+    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if v is not None)
+    return f"certrl.{name}({args})"
+
+
+def _job(policy: PolicyLike, env: EnvLike, episodes: int, out: Path, run: dict[str, Any]
+         ) -> Job:
+    from certrl.pipeline.job import build_job
+
+    if env is None:
+        raise UsageError("env is required: an alias ('hopper'), a Gymnasium id, "
+                         "'package.module:Class' or a callable returning a gymnasium.Env")
+    return build_job(policy, env, episodes=episodes, out=out, **run)
+
+
+def _run_kwargs(seed: int, workers: int | None, batch_size: int | None, engine: str,
+                deterministic: bool, env_kwargs: dict[str, Any] | None,
+                reward_bounds: tuple[float, float] | None, resume: bool,
+                progress: bool | None, loader: dict[str, Any] | None) -> dict[str, Any]:
+    return {"seed": seed, "workers": 1 if workers is None else workers,
+            "batch_size": batch_size, "engine": engine, "deterministic": deterministic,
+            "env_kwargs": env_kwargs, "reward_bounds": reward_bounds, "resume": resume,
+            "progress": bool(progress), **(loader or {})}
+
+
+# ---------------------------------------------------------------------------- API
+def make_env(env: EnvLike, env_kwargs: dict[str, Any] | None = None,
+             reward_bounds: tuple[float, float] | None = None) -> EnvSpec:
+    """The :class:`~certrl.envs.EnvSpec` certrl uses for ``env`` (horizon, reward bounds and
+    their kind, default attack budget); ``spec.make()`` builds a ``gymnasium.Env``."""
+    from certrl.pipeline.job import resolve_job_env
+
+    return resolve_job_env(env, env_kwargs, reward_bounds)
+
+
+def load_policy(
+    policy: str | Path,
+    env: EnvLike | None = None,
+    *,
+    env_kwargs: dict[str, Any] | None = None,
+    vecnormalize: str | Path | None = None,
+    obs_stats: str | Path | None = None,
+    fmt: str | None = None,
+    unsafe_pickle: bool = False,
+) -> Policy:
+    """Load a policy file or folder as a batched, differentiable :class:`Policy`.
+
+    With ``env`` the loader uses the environment's spaces (observation size, discrete or
+    continuous actions, action bounds) and the policy is checked against them; without it,
+    files that do not record the action bounds get them when first used with an environment.
+    ``policy.predict(obs, deterministic=True)`` returns actions like SB3's ``predict``.
+    """
+    from certrl.pipeline.job import load_for_env, zoo_env_kwargs
+    from certrl.policies import load_policy as _load
+
+    kw = {"vecnormalize": vecnormalize, "obs_stats": obs_stats, "fmt": fmt,
+          "unsafe_pickle": unsafe_pickle}
+    if env is None:
+        return _load(policy, **kw)
+    spec = make_env(env, env_kwargs or zoo_env_kwargs(policy) or None)
+    return load_for_env(policy, spec, kw)
+
+
+def evaluate(
+    policy: PolicyLike,
+    env: EnvLike,
+    *,
+    episodes: int = 100,
+    seed: int = 0,
+    deterministic: bool = True,
+    workers: int | None = None,
+    batch_size: int | None = None,
+    engine: str = "auto",
+    env_kwargs: dict[str, Any] | None = None,
+    reward_bounds: tuple[float, float] | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+    loader: dict[str, Any] | None = None,
+) -> EvaluationResult:
+    """Clean return of ``policy`` on ``env`` over ``episodes`` seeded episodes
+    (``certrl evaluate``): episode ``i`` of seed ``s`` is the same episode in every command."""
+    from certrl.pipeline.job import run_evaluation, write_results
+    from certrl.runner import finish_journal
+
+    run = _run_kwargs(seed, workers, batch_size, engine, deterministic, env_kwargs,
+                      reward_bounds, resume, progress, loader)
+    with _out_dir(out) as (d, keep):
+        job = _job(policy, env, episodes, d, run)
+        section = run_evaluation(job, episodes)
+        if keep:
+            write_results(job, _command("evaluate", episodes=episodes, seed=seed),
+                          {"evaluation": section})
+            finish_journal(job, "evaluation")
+        return EvaluationResult.of(section, job.results_file if keep else None)
+
+
+def certify(
+    policy: PolicyLike,
+    env: EnvLike,
+    *,
+    sigma: float = 0.2,
+    budgets: Sequence[float] = (0.0, 0.05, 0.1, 0.2, 0.4),
+    alpha: float = 0.05,
+    episodes: int = 1000,
+    space: str = "auto",
+    band: str = "auto",
+    quantiles: Sequence[float] = (0.1, 0.25, 0.5),
+    clean_episodes: int | None = None,
+    attack: bool = True,
+    attack_episodes: int | None = None,
+    per_state: bool = False,
+    fail_under: float | None = None,
+    seed: int = 0,
+    deterministic: bool = True,
+    workers: int | None = None,
+    batch_size: int | None = None,
+    engine: str = "auto",
+    env_kwargs: dict[str, Any] | None = None,
+    reward_bounds: tuple[float, float] | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+    verbose: bool = False,
+    loader: dict[str, Any] | None = None,
+) -> CertificationResult:
+    """Policy smoothing certificates (Kumar, Levine & Feizi, ICLR 2022; ``certrl certify``).
+
+    Guarantee: with probability ``>= 1 - alpha`` over certrl's sampling, for every budget ``B``
+    in ``budgets`` at once and every adversary that perturbs observations adaptively with
+    total l2 norm ``<= B`` over the episode (in ``space``: ``normalized`` when the policy has
+    normalization statistics, else ``raw``), the expected return of the policy smoothed with
+    Gaussian noise ``sigma`` is ``>= result.lower_bounds[B]``. Needs the environment's per-step
+    reward bounds (``reward_bounds=(lo, hi)`` when it does not document them). With
+    ``fail_under`` episodes are sampled sequentially and ``result.passed`` is the gate's
+    decision (anytime-valid, error ``<= alpha``).
+    """
+    from certrl.pipeline.certify import CertifyOptions, run_certify, save_certify
+
+    opts = CertifyOptions(
+        sigma=sigma, budgets=list(budgets), alpha=alpha, episodes=episodes, space=space,
+        band=band, quantiles=list(quantiles), clean_episodes=clean_episodes, attack=attack,
+        attack_episodes=attack_episodes, per_state=per_state, fail_under=fail_under)
+    opts.validate()
+    run = _run_kwargs(seed, workers, batch_size, engine, deterministic, env_kwargs,
+                      reward_bounds, resume, progress, loader)
+    with _out_dir(out) as (d, keep):
+        job = _job(policy, env, episodes, d, run)
+        outcome = run_certify(job, opts, log=_log(verbose))
+        if keep:
+            save_certify(job, outcome, _command("certify", sigma=sigma, budgets=list(budgets),
+                                                episodes=episodes, seed=seed))
+        return CertificationResult.of(outcome.section, outcome.evaluation,
+                                      job.results_file if keep else None)
