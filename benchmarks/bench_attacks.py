@@ -37,9 +37,9 @@ import torch
 
 from certrl.attacks.base import ThreatModel
 from certrl.backends import PolicyRef, default_workers, run_local
-from certrl.commands.attack import load_registry
 from certrl.envs import resolve_env
 from certrl.evaluator import EvalConfig, episode_env_seed
+from certrl.pipeline.attack import load_registry
 
 
 def reference_pgd(policy, spec, eps: float, steps: int, iters: int = 10) -> float:

@@ -141,51 +141,60 @@ class CertificationResult(_Result):
 @dataclass(frozen=True)
 class AttackResult(_Result):
     """Empirical attacks (``certrl attack``; section ``attacks``): upper bounds on the worst
-    case, no guarantee. ``means[name]``: mean attacked return of each attack; ``strongest``:
-    the attack with the lowest mean."""
+    case, no guarantee. ``means[name]``: mean attacked return of each attack (in this results
+    file: earlier attacks of the same threat are kept); ``strongest``: the attack with the
+    lowest mean; ``clean_mean``: the same episodes without attack."""
 
     means: dict[str, float] = field(default_factory=dict)
     clean_mean: float = 0.0
     strongest: str = ""
+    strongest_mean: float = 0.0
 
     @staticmethod
     def of(section: dict[str, Any], results_file: Path | None = None) -> AttackResult:
-        rows = section.get("attacks", [])
-        means = {r["name"]: float(r["summary"]["mean"]) for r in rows}
-        strongest = min(means, key=lambda k: means[k]) if means else ""
-        clean = section.get("clean", {}).get("summary", {}).get("mean", float("nan"))
-        return AttackResult(section, results_file, means, float(clean), strongest)
+        means = {name: float(r["summary"]["mean"]) for name, r in section["results"].items()}
+        return AttackResult(section, results_file, means,
+                            float(section["clean"]["summary"]["mean"]), section["min"]["name"],
+                            float(section["min"]["mean"]))
 
 
 @dataclass(frozen=True)
 class BoundResult(_Result):
-    """Per-step certificates by bound propagation (``certrl bound``; section ``bounds``)."""
+    """Per-step certificates by bound propagation (``certrl bound``; section ``bounds``):
+    ``certified_fraction`` of the states visited by clean episodes where the certificate holds
+    at ``eps`` (``certified_fraction_ci``: 95% CI over episodes); ``statement`` says what is
+    proved."""
 
     eps: float = 0.0
     norm: str = ""
     method: str = ""
+    certified_fraction: float = 0.0
+    certified_fraction_ci: tuple[float, float] = (0.0, 0.0)
+    statement: str = ""
 
     @staticmethod
     def of(section: dict[str, Any], results_file: Path | None = None) -> BoundResult:
-        return BoundResult(section, results_file, float(section.get("eps", 0.0)),
-                           str(section.get("norm", "")), str(section.get("method", "")))
+        frac = section["at_eps"]["certified_fraction"]
+        return BoundResult(section, results_file, float(section["eps"]), str(section["norm"]),
+                           str(section["method"]), float(frac["value"]),
+                           (float(frac["ci"][0]), float(frac["ci"][1])), section["statement"])
 
 
 @dataclass(frozen=True)
 class StressResult(_Result):
-    """Returns under changed dynamics (``certrl stress``; section ``stress``): the worst point's
-    mean return and the lower end of its 95% CI."""
+    """Returns under changed dynamics (``certrl stress``; section ``stress``): the worst
+    point's mean return and the lower end of its 95% CI, and the nominal model's mean."""
 
     worst_case_mean: float = 0.0
     worst_case_lower: float = 0.0
+    worst_case_values: dict[str, float] = field(default_factory=dict)
     nominal_mean: float = 0.0
 
     @staticmethod
     def of(section: dict[str, Any], results_file: Path | None = None) -> StressResult:
-        w = section.get("worst_case", {})
-        nominal = section.get("nominal", {}).get("summary", {}).get("mean", float("nan"))
-        return StressResult(section, results_file, float(w.get("mean", float("nan"))),
-                            float(w.get("lower", float("nan"))), float(nominal))
+        w = section["worst_case"]
+        return StressResult(section, results_file, float(w["mean"]), float(w["lower"]),
+                            dict(w["values"]), float(section["nominal"]["summary"]["mean"]))
 
 
 # ---------------------------------------------------------------------------- plumbing
@@ -359,3 +368,168 @@ def certify(
                                                 episodes=episodes, seed=seed))
         return CertificationResult.of(outcome.section, outcome.evaluation,
                                       job.results_file if keep else None)
+
+
+def attack(
+    policy: PolicyLike,
+    env: EnvLike,
+    *,
+    attacks: str | Sequence[str] = "all",
+    options: dict[str, dict[str, Any]] | None = None,
+    eps: float | None = None,
+    norm: str = "linf",
+    space: str = "auto",
+    episodes: int = 50,
+    episode_budget: float | None = None,
+    smoothing_sigma: float | None = None,
+    seed: int = 0,
+    deterministic: bool = True,
+    workers: int | None = None,
+    batch_size: int | None = None,
+    engine: str = "auto",
+    env_kwargs: dict[str, Any] | None = None,
+    reward_bounds: tuple[float, float] | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+    verbose: bool = False,
+    loader: dict[str, Any] | None = None,
+) -> AttackResult:
+    """Empirical attacks on ``policy`` (``certrl attack``): ``attacks`` are registered names
+    (``"pgd"``, ``["mad", "critic"]``), ``"all"`` (every observation attack) or
+    ``"all-action"``; ``options`` per attack, e.g. ``{"pgd": {"steps": 20}}``.
+
+    Threat model: every step's observation moved by ``||delta||_norm <= eps`` (default: the
+    environment's published budget, l_inf on normalized observations), audited on every
+    step. No guarantee: each number is an upper bound on the worst-case return.
+    """
+    from certrl.attacks.base import AttackError
+    from certrl.pipeline.attack import (
+        AttackOptions,
+        load_registry,
+        run_attack,
+        save_attack,
+        select_attacks,
+    )
+
+    text = attacks if isinstance(attacks, str) else ",".join(attacks)
+    names = select_attacks(text, load_registry())
+    opts = AttackOptions(attacks=names, options={n: dict((options or {}).get(n, {}))
+                                                 for n in names},
+                         eps=eps, norm=norm, space=space, episode_budget=episode_budget,
+                         episodes=episodes, smoothing_sigma=smoothing_sigma)
+    try:
+        opts.validate()
+        run = _run_kwargs(seed, workers, batch_size, engine, deterministic, env_kwargs,
+                          reward_bounds, resume, progress, loader)
+        with _out_dir(out) as (d, keep):
+            if not keep:
+                opts.cache_dir = "none"  # nothing left on disk: no learned-attack cache either
+            job = _job(policy, env, episodes, d, run)
+            outcome = run_attack(job, opts, log=_log(verbose))
+            if keep:
+                save_attack(job, outcome, _command("attack", attacks=names, eps=eps,
+                                                   episodes=episodes, seed=seed))
+            return AttackResult.of(outcome.section, job.results_file if keep else None)
+    except AttackError as e:
+        raise UsageError(str(e)) from None
+
+
+def bound(
+    policy: PolicyLike,
+    env: EnvLike,
+    *,
+    eps: float | None = None,
+    norm: str = "linf",
+    space: str = "auto",
+    method: str = "crown",
+    tol: float | None = None,
+    eps_grid: Sequence[float] | None = None,
+    episodes: int = 50,
+    seed: int = 0,
+    workers: int | None = None,
+    batch_size: int | None = None,
+    engine: str = "auto",
+    env_kwargs: dict[str, Any] | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+    verbose: bool = False,
+    loader: dict[str, Any] | None = None,
+) -> BoundResult:
+    """Per-step certificates of the deployed (unsmoothed) policy by bound propagation
+    (``certrl bound``; IBP or CROWN on the policy's MLP).
+
+    Guarantee (per visited state, sound in float32): for every observation perturbation with
+    ``||delta||_norm <= eps`` (in ``space``), the action moves by at most the certified
+    deviation (continuous actions; the state counts as certified when that is ``<= tol``) or the
+    greedy action is unchanged (discrete). ``certified_fraction`` estimates over the states
+    clean episodes visit, not the states an attacker steers to.
+    """
+    from certrl.pipeline.bound import BoundOptions, run_bound, save_bound
+
+    opts = BoundOptions(eps=eps, norm=norm, space=space, method=method, tol=tol,
+                        eps_grid=None if eps_grid is None else list(eps_grid),
+                        episodes=episodes)
+    opts.validate()
+    run = _run_kwargs(seed, workers, batch_size, engine, True, env_kwargs, None, resume,
+                      progress, loader)
+    with _out_dir(out) as (d, keep):
+        job = _job(policy, env, episodes, d, run)
+        outcome = run_bound(job, opts, log=_log(verbose))
+        if keep:
+            save_bound(job, outcome, _command("bound", eps=eps, norm=norm, episodes=episodes,
+                                              seed=seed))
+        return BoundResult.of(outcome.section, job.results_file if keep else None)
+
+
+def stress(
+    policy: PolicyLike,
+    env: EnvLike,
+    *,
+    params: str | None = None,
+    uncertainty_set: str | None = None,
+    grid: int | None = None,
+    samples: int | None = None,
+    mesh: str | None = None,
+    drift: float = 0.0,
+    episodes: int = 20,
+    seed: int = 0,
+    workers: int | None = None,
+    batch_size: int | None = None,
+    engine: str = "auto",
+    env_kwargs: dict[str, Any] | None = None,
+    reward_bounds: tuple[float, float] | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+    verbose: bool = False,
+    loader: dict[str, Any] | None = None,
+) -> StressResult:
+    """Returns under changed dynamics (``certrl stress``): ``params`` as on the command line
+    (``"torso_mass=0.5:1.5,friction=0.5:2.0"``, scale factors of the nominal model) on a grid
+    (``grid`` values per parameter) or ``samples`` random points, or a published
+    ``uncertainty_set`` (``"rrls"``). No guarantee: the worst case is over the evaluated
+    points only, with a 95% stratified-bootstrap CI."""
+    from certrl.dynamics import StressError
+    from certrl.pipeline.stress import StressOptions, design_stress, run_stress, save_stress
+
+    n_workers = 1 if workers is None else workers
+    opts = StressOptions(params=params, uncertainty_set=uncertainty_set, grid=grid,
+                         samples=samples, mesh=mesh, drift=drift, episodes=episodes,
+                         workers=n_workers, batch_size=batch_size)
+    try:
+        opts.validate()
+        design = design_stress(make_env(env, env_kwargs), opts, seed=seed)
+        run = _run_kwargs(seed, n_workers, batch_size, engine, True, env_kwargs, reward_bounds,
+                          resume, progress, loader)
+        with _out_dir(out) as (d, keep):
+            job = _job(policy, env, episodes, d, run)
+            outcome = run_stress(job, opts, log=_log(verbose), design=design)
+            if keep:
+                save_stress(job, outcome, _command("stress", params=params, grid=grid,
+                                                   samples=samples, episodes=episodes,
+                                                   seed=seed))
+            return StressResult.of(outcome.section, job.results_file if keep else None)
+    except StressError as e:
+        raise UsageError(str(e)) from None

@@ -93,3 +93,73 @@ def test_env_factory_and_in_memory_policy(tmp_path):
     cert = certrl.certify(pol, make_point_mass, sigma=0.1, budgets=[0, 0.05], episodes=60,
                           attack=False)
     assert 0 < cert.lower_bound(0.05) <= cert.lower_bound(0) <= 50.0
+
+
+def _strip_timing(sec):
+    """Sections without wall-clock fields (seconds, steps/s), which differ run to run."""
+    if isinstance(sec, dict):
+        return {k: _strip_timing(v) for k, v in sec.items()
+                if k not in ("throughput", "timing", "seconds", "fit_seconds")}
+    if isinstance(sec, list):
+        return [_strip_timing(v) for v in sec]
+    return sec
+
+
+def test_attack_bound_stress_equal_the_cli_sections(tmp_path):
+    from tests._fixtures import random_bundle
+
+    att = certrl.attack("demo:cartpole", "cartpole", attacks=["fgsm", "random"], eps=0.2,
+                        episodes=4, out=tmp_path / "api")
+    assert set(att.means) == {"fgsm", "random"} and att.strongest in att.means
+    assert att.strongest_mean == min(att.means.values()) and att.clean_mean == 500.0
+    assert att.to_json() == _only_json(tmp_path / "api")["attacks"]
+    assert main(["attack", "demo:cartpole", "--env", "cartpole", "--attack", "fgsm,random",
+                 "--eps", "0.2", "--episodes", "4", "--workers", "1",
+                 "--out", str(tmp_path / "cli")]) == 0
+    assert _strip_timing(_only_json(tmp_path / "cli")["attacks"]) == _strip_timing(att.section)
+
+    b = certrl.bound("demo:pendulum", "pendulum", eps=0.01, episodes=2)
+    assert b.method == "crown" and b.eps == 0.01 and 0 <= b.certified_fraction <= 1
+    assert b.certified_fraction_ci[0] <= b.certified_fraction <= b.certified_fraction_ci[1]
+    assert "CROWN proves" in b.statement
+    assert main(["bound", "demo:pendulum", "--env", "pendulum", "--eps", "0.01", "--episodes",
+                 "2", "--workers", "1", "--out", str(tmp_path / "b")]) == 0
+    assert _strip_timing(_only_json(tmp_path / "b")["bounds"]) == _strip_timing(b.section)
+
+    pol = random_bundle(tmp_path, "Hopper-v5", seed=2)
+    st = certrl.stress(pol, "hopper", params="torso_mass=1:1.5", grid=2, episodes=2, seed=3)
+    assert set(st.worst_case_values) == {"torso_mass"}
+    assert st.worst_case_lower <= st.worst_case_mean
+    assert main(["stress", str(pol), "--env", "hopper", "--params", "torso_mass=1:1.5",
+                 "--grid", "2", "--episodes", "2", "--seed", "3", "--workers", "1",
+                 "--out", str(tmp_path / "s")]) == 0
+    cli = _only_json(tmp_path / "s")["stress"]
+    assert _strip_timing(cli) == _strip_timing(st.section)
+
+
+def test_api_attack_errors_are_one_line_usage_errors():
+    with pytest.raises(UsageError, match="unknown attack 'nope'"):
+        certrl.attack("demo:cartpole", "cartpole", attacks="nope", eps=0.1)
+
+
+def test_unpicklable_policy_object_runs_in_this_process(tmp_path):
+    import torch
+    from torch import nn
+
+    class Logits(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("w", torch.tensor([[0.0, 1.0], [0.0, 0.0], [1.0, -1.0],
+                                                    [0.5, -0.5]]))
+
+        def forward(self, obs: torch.Tensor) -> torch.Tensor:
+            return obs @ self.w
+
+    path = tmp_path / "ts.pt"
+    torch.jit.save(torch.jit.script(Logits()), str(path))
+    pol = certrl.load_policy(path, env="cartpole")
+    with pytest.warns(UserWarning, match="cannot be sent to worker processes"):
+        res = certrl.evaluate(pol, "cartpole", episodes=3, workers=2)
+    by_path = certrl.evaluate(str(path), "cartpole", episodes=3, workers=2)
+    assert res.section["workers"] == 1 and by_path.section["workers"] == 2
+    assert res.returns.tolist() == by_path.returns.tolist()

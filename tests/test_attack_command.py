@@ -15,8 +15,8 @@ import torch
 import certrl.runner as runner_mod
 from certrl.attacks.base import ATTACKS, AttackEntry, ThreatModel
 from certrl.cli import main
-from certrl.commands.attack import check_budget, load_registry, parse_opts, select_attacks
 from certrl.evaluator import ObservationHook, StepContext
+from certrl.pipeline.attack import check_budget, load_registry, parse_opts, select_attacks
 from tests._fixtures import random_bundle
 
 torch.set_num_threads(1)
@@ -55,7 +55,7 @@ def test_registry_and_parsing() -> None:
     # learned attacks get the cache, --retrain and the victim's mode; others nothing extra
     from argparse import Namespace
 
-    from certrl.commands.attack import _hook_options
+    from certrl.pipeline.attack import _hook_options
 
     args = Namespace(retrain=True, alpha=None)
     job = Namespace(progress=None, deterministic=False)

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from certrl.cli import main
-from certrl.commands.bound import StateRecorder, cluster_fraction_ci, cluster_quantile_ci
 from certrl.envs import resolve_env
 from certrl.evaluator import EvalConfig, run_episodes
+from certrl.pipeline.bound import StateRecorder, cluster_fraction_ci, cluster_quantile_ci
 from certrl.results import load_results
 from tests._fixtures import random_bundle, random_policy
 

@@ -150,7 +150,7 @@ def test_metrics_are_lower_confidence_bounds():
 
 
 def test_attack_ci_from_stored_returns_never_a_point_estimate():
-    from certrl.cli import returns_summary
+    from certrl.pipeline.job import returns_summary
 
     data = results_dict(attack_ci=False)
     data["attacks"]["seed"] = 7
@@ -452,7 +452,7 @@ def test_clean_return_falls_back_to_the_attack_or_stress_baseline():
 
 def test_stress_section_schema_of_certrl_stress():
     """`certrl stress` writes worst_case = {mean, lower, upper, mean_ci, confidence_level,
-    method, ...}: a bootstrap CI of min over points of the mean (certrl/stress.py
+    method, ...}: a bootstrap CI of min over points of the mean (certrl/dynamics.py
     summarize_cells); its `lower` is the gate's value, even if a cell's own CI is lower."""
     data = results_dict()
     data["stress"] = {"cells": [{"values": {"torso_mass": 0.5}, "mean": 900.0,

@@ -1,4 +1,4 @@
-"""Dynamics uncertainty (`certrl stress`, :mod:`certrl.stress`): the parameters really change
+"""Dynamics uncertainty (`certrl stress`, :mod:`certrl.dynamics`): the parameters really change
 the physics and are restored, the nominal point reproduces the plain evaluation bit for bit,
 grids / samples / drift are reproducible and batch-invariant, the RRLS sets match the RRLS
 source, and the command writes a `stress` section that gate and report read."""
@@ -14,10 +14,7 @@ import pytest
 import torch
 
 from certrl.cli import main
-from certrl.envs import resolve_env
-from certrl.evaluator import EvalConfig, run_episodes
-from certrl.results import load_results
-from certrl.stress import (
+from certrl.dynamics import (
     RRLS_SETS,
     STREAM_DYNAMICS,
     DynamicsHook,
@@ -35,6 +32,9 @@ from certrl.stress import (
     summarize_cells,
     uncertainty_set,
 )
+from certrl.envs import resolve_env
+from certrl.evaluator import EvalConfig, run_episodes
+from certrl.results import load_results
 from tests._fixtures import random_bundle, random_policy
 
 torch.set_num_threads(1)
@@ -324,7 +324,7 @@ def test_summarize_cells_worst_case_and_average():
     # two tied noisy cells: the min-of-means CI is wider below than either cell's alone
     tied = [rng.normal(50, 10, 10), rng.normal(50, 10, 10)]
     t = summarize_cells(tied, seed=1)
-    from certrl.stress import cell_summary
+    from certrl.dynamics import cell_summary
 
     assert t["worst_case"]["lower"] < min(cell_summary(c, 1)["mean_ci"][0] for c in tied) + 1.0
     with pytest.raises(StressError, match="same number"):
@@ -387,8 +387,9 @@ def test_cli_stress_section_gate_and_report(tmp_path, capsys):
 
 
 def test_cli_resume_reuses_journaled_points(tmp_path, capsys):
-    from certrl.cli import build_job, build_parser
-    from certrl.commands.stress import _run_point
+    from certrl.cli import build_parser
+    from certrl.commands.options import job_from_args as build_job
+    from certrl.pipeline.stress import _run_point
 
     pol = random_bundle(tmp_path, "Hopper-v5", seed=2)
     out = tmp_path / "res"

@@ -458,3 +458,27 @@ def test_cli_policy_info(tmp_path: Path, saved: dict[str, Path],
     assert main(["policy-info", str(run), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["zoo"]["layout"] == "rl-zoo" and summary["normalization"] == "yes"
+
+
+def test_vecnormalize_override_for_a_run_missing_its_pickle(tmp_path: Path,
+                                                            saved: dict[str, Path]) -> None:
+    run = make_zoo_run(tmp_path / "a", saved, pkl=False, config=_config(normalize=True))
+    pol = load_policy(run, vecnormalize=saved["pkl"])
+    assert pol.has_normalization and pol.info.details["vecnormalize"] == str(saved["pkl"])
+    assert any("missing" in n for n in pol.info.details["zoo"]["notes"])
+
+
+def test_detected_format_and_recorded_env_kwargs_reach_the_job(tmp_path: Path,
+                                                               saved: dict[str, Path]) -> None:
+    """policy-info says it is an RL Zoo folder; the run's env_kwargs are what certrl evaluates
+    on unless --env-kwargs is given."""
+    from certrl.pipeline.job import build_job
+
+    run = make_zoo_run(tmp_path / "logs", saved, args_kwargs={"g": 9.0})
+    pol = load_policy(run)
+    assert pol.info.format == "sb3/rl-zoo" and pol.info.algorithm == "TQC"
+    job = build_job(run, ENV, episodes=2, workers=1, out=tmp_path / "r")
+    assert job.spec.kwargs == {"g": 9.0} and job.spec.make().unwrapped.g == 9.0
+    job = build_job(run, ENV, episodes=2, workers=1, out=tmp_path / "r",
+                    env_kwargs={"g": 5.0})
+    assert job.spec.kwargs == {"g": 5.0}

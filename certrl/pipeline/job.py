@@ -169,6 +169,11 @@ def build_job(
                       "processes (a lambda or local function); running in this process — "
                       "define it at module level for parallel runs", stacklevel=2)
         n_workers = 1
+    if isinstance(policy, Policy) and n_workers > 1 and not _picklable(loaded):
+        warnings.warn(f"this {loaded.info.format or 'in-memory'} policy cannot be sent to worker "
+                      "processes; running in this process — pass its file path instead for "
+                      "parallel runs", stacklevel=2)
+        n_workers = 1
     if batch_size is None:
         batch_size = default_batch_size(engine, spec)
     ref = None if isinstance(policy, Policy) else PolicyRef(str(policy), loader_kwargs,
@@ -189,6 +194,16 @@ def build_job(
         ray_address=ray_address,
         label=label,
     )
+
+
+def _picklable(obj: Any) -> bool:
+    import pickle
+
+    try:
+        pickle.dumps(obj)
+        return True
+    except Exception:  # noqa: BLE001 - TorchScript modules, closures
+        return False
 
 
 def policy_json(job: Job) -> dict[str, Any]:

@@ -157,7 +157,7 @@ def load_policy(
     if kind == "zoo":
         from certrl.policies.zoo import find_zoo_run
 
-        zoo_run = find_zoo_run(path)
+        zoo_run = find_zoo_run(path, stats_given=vecnormalize is not None or obs_stats is not None)
         path, kind = zoo_run.model, "sb3"
         files = [path]
         if vecnormalize is None and obs_stats is None:
@@ -222,6 +222,8 @@ def load_policy(
         policy = rebuild(policy, obs_norm=norm)
     policy.info.details["files"] = [str(f) for f in files]
     if zoo_run is not None:
+        policy.info.format = f"sb3/{zoo_run.layout}"
+        policy.info.path = str(resolve_spec(spec))
         policy.info.details["zoo"] = zoo_run.to_json()
     return policy
 

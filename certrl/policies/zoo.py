@@ -543,10 +543,12 @@ def _vecnormalize_file(params: Path | None, layout: str) -> Path | None:
     return None
 
 
-def find_zoo_run(path: Path, *, prefer: str = "auto") -> ZooRun:
+def find_zoo_run(path: Path, *, prefer: str = "auto", stats_given: bool = False) -> ZooRun:
     """Resolve an RL Zoo run folder / Hugging Face repo folder (module docstring): the model zip
     (``prefer``: ``auto`` | ``final`` | ``best`` | ``checkpoint``, the latest one), its
-    VecNormalize pickle, env id and kwargs. Raises :class:`PolicyError` (one line)."""
+    VecNormalize pickle, env id and kwargs. ``stats_given``: the caller supplies observation
+    statistics itself (``--vecnormalize`` / ``--obs-stats``), so a missing pickle is not an
+    error. Raises :class:`PolicyError` (one line)."""
     path = Path(path)
     if prefer not in PREFER:
         raise PolicyError(f"unknown model choice {prefer!r}; expected one of {', '.join(PREFER)}")
@@ -605,6 +607,9 @@ def find_zoo_run(path: Path, *, prefer: str = "auto") -> ZooRun:
             notes.append(note)
         if used and pkl is not None:
             vecnormalize = pkl
+        elif used and norm_obs and stats_given:
+            notes.append("the run's VecNormalize pickle is missing: using the statistics given "
+                         "with --vecnormalize / --obs-stats")
         elif used and norm_obs:
             want = "vec_normalize.pkl" if found.layout == "huggingface" else "vecnormalize.pkl"
             old = " (an old obs_rms.pkl is there: not supported)" if params is not None and \
@@ -613,7 +618,7 @@ def find_zoo_run(path: Path, *, prefer: str = "auto") -> ZooRun:
                 f"{params}/config.yml says normalize: {normalize!r} but {params}/{want} is "
                 f"missing{old}; without the training's VecNormalize statistics the observations "
                 "are not normalized and the returns are meaningless — copy the run's "
-                f"{want} there, or pass the model .zip with --vecnormalize"
+                f"{want} there, or pass it with --vecnormalize"
             )
         elif used:
             notes.append(f"normalize: {normalize!r} has norm_obs false: no observation "

@@ -451,7 +451,7 @@ def read_policy_results(path: str | Path) -> PolicyResults:
 def _stress_applies(env_id: str) -> bool:
     """Whether ``certrl stress`` has a published uncertainty set for the environment."""
     try:
-        from certrl.stress import RRLS_SETS, env_family
+        from certrl.dynamics import RRLS_SETS, env_family
     except ImportError:  # pragma: no cover - optional physics dependencies
         return False
     return env_family(env_id) in RRLS_SETS
