@@ -392,21 +392,6 @@ def attack_threat(spec: Any, horizon: int, obs_dim: int, space: str,
             "comparable": space == "normalized" or normalized_is_raw}
 
 
-def _band_text(band: dict[str, Any]) -> str:
-    method = band.get("method")
-    if method == "clopper-pearson-grid-bonferroni":
-        return (f"band: Clopper-Pearson on {band['thresholds']} return thresholds at "
-                f"alpha/{band['thresholds']} each (Bonferroni)")
-    if method == "hybrid-dkw-order-statistic-tails":
-        return (f"hybrid band: DKW eps = {band['epsilon']:.4f} at alpha {band['alpha_dkw']:g} "
-                f"and order-statistic bounds on {band['ranks']} tail ranks at alpha "
-                f"{band['alpha_order']:g} (union bound)")
-    if method == "order-statistic-bonferroni":
-        return (f"order-statistic band on {band['ranks']} ranks at alpha/{band['ranks']} each "
-                "(Bonferroni)")
-    return f"DKW band eps = {band['epsilon']:.4f}"
-
-
 def _statement(alpha: float, budget: float, value: float, space: str) -> str:
     return (
         f"With probability >= {100 * (1 - alpha):g}% over certrl's sampling, for every "

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,24 +69,11 @@ def _dict(x: Any) -> dict[str, Any] | None:
 
 
 def summarize(returns: np.ndarray) -> dict[str, Any]:
-    """The results-file summary (mean, std, IQM and their 95% bootstrap CIs) of a sample."""
-    from certrl.stats import summarize_returns
+    """The results-file summary (mean, std, IQM and their 95% bootstrap CIs) of a sample, with
+    the report's fixed bootstrap seed."""
+    from certrl.pipeline.job import returns_summary
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        s = summarize_returns(returns, seed=STATS_SEED)
-    m, q = s["mean"], s["iqm"]
-    return {
-        "n": int(returns.size),
-        "mean": m.point,
-        "std": float(returns.std(ddof=1)) if returns.size > 1 else 0.0,
-        "mean_ci": [m.low, m.high],
-        "iqm": q.point,
-        "iqm_ci": [q.low, q.high],
-        "min": float(returns.min()),
-        "max": float(returns.max()),
-        "ci": {"confidence_level": m.confidence_level, "method": m.method},
-    }
+    return returns_summary(returns, seed=STATS_SEED)
 
 
 def _summary(section: dict[str, Any] | None, returns: np.ndarray | None) -> dict[str, Any] | None:
