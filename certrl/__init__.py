@@ -14,7 +14,8 @@ from typing import Any
 from certrl._version import __version__
 
 _API = ("load_policy", "make_env", "evaluate", "certify", "attack", "bound", "stress",
-        "EvaluationResult", "CertificationResult", "AttackResult", "BoundResult", "StressResult")
+        "diagnose", "EvaluationResult", "CertificationResult", "AttackResult", "BoundResult",
+        "StressResult", "DiagnosisResult")
 
 __all__ = ["__version__", *_API]
 

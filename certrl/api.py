@@ -52,6 +52,8 @@ __all__ = [
     "attack",
     "bound",
     "certify",
+    "diagnose",
+    "DiagnosisResult",
     "evaluate",
     "load_policy",
     "make_env",
@@ -195,6 +197,32 @@ class StressResult(_Result):
         w = section["worst_case"]
         return StressResult(section, results_file, float(w["mean"]), float(w["lower"]),
                             dict(w["values"]), float(section["nominal"]["summary"]["mean"]))
+
+
+@dataclass(frozen=True)
+class DiagnosisResult(_Result):
+    """Where and along which directions the policy is fragile (``certrl diagnose``; section
+    ``diagnosis``). Empirical, no guarantee. ``dimension_shares``: observation dimension name ->
+    share of the most sensitive direction; ``sensitivity_median``: median top singular value of
+    the action Jacobian; ``min_perturbation_median``: median smallest perturbation an attack
+    found to change the action (``None`` when skipped or never found); ``subspace_overlap``:
+    with ``compare``, the overlap of the two policies' unstable subspaces (1: the same)."""
+
+    dimension_shares: dict[str, float] = field(default_factory=dict)
+    sensitivity_median: float = 0.0
+    min_perturbation_median: float | None = None
+    subspace_overlap: float | None = None
+    statement: str = ""
+
+    @staticmethod
+    def of(section: dict[str, Any], results_file: Path | None = None) -> DiagnosisResult:
+        ms = section.get("min_perturbation")
+        cmp = section.get("comparison")
+        return DiagnosisResult(
+            section, results_file, {r["name"]: r["share"] for r in section["dimension_shares"]},
+            float(section["sensitivity"]["0.5"]),
+            None if not ms else ms["quantiles"]["0.5"],
+            None if not cmp else float(cmp["subspace_overlap"]), section["statement"])
 
 
 # ---------------------------------------------------------------------------- plumbing
@@ -533,3 +561,50 @@ def stress(
             return StressResult.of(outcome.section, job.results_file if keep else None)
     except StressError as e:
         raise UsageError(str(e)) from None
+
+
+def diagnose(
+    policy: PolicyLike,
+    env: EnvLike,
+    *,
+    episodes: int = 10,
+    space: str = "auto",
+    norm: str = "linf",
+    tol: float | None = None,
+    eps_max: float | None = None,
+    directions: int = 3,
+    search: bool = True,
+    search_states: int = 5000,
+    trace_episodes: int = 3,
+    compare: str | None = None,
+    seed: int = 0,
+    workers: int | None = None,
+    batch_size: int | None = None,
+    engine: str = "auto",
+    env_kwargs: dict[str, Any] | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+    verbose: bool = False,
+    loader: dict[str, Any] | None = None,
+) -> DiagnosisResult:
+    """Where in an episode and along which observation directions ``policy`` is fragile
+    (``certrl diagnose``; after Korkmaz, ICML 2024): action-Jacobian sensitivities and
+    directions on the states clean episodes visit, their stability over time, the smallest
+    perturbation an attack finds, and with ``compare`` (another policy's file) the overlap of
+    the two policies' unstable subspaces on the same states. Empirical, no guarantee."""
+    from certrl.pipeline.diagnose import DiagnoseOptions, run_diagnose, save_diagnose
+
+    opts = DiagnoseOptions(episodes=episodes, space=space, norm=norm, tol=tol, eps_max=eps_max,
+                           directions=directions, search=search, search_states=search_states,
+                           trace_episodes=trace_episodes, compare=compare)
+    opts.validate()
+    run = _run_kwargs(seed, workers, batch_size, engine, True, env_kwargs, None, resume,
+                      progress, loader)
+    with _out_dir(out) as (d, keep):
+        job = _job(policy, env, episodes, d, run)
+        outcome = run_diagnose(job, opts, log=_log(verbose))
+        if keep:
+            save_diagnose(job, outcome, _command("diagnose", episodes=episodes, compare=compare,
+                                                 seed=seed))
+        return DiagnosisResult.of(outcome.section, job.results_file if keep else None)

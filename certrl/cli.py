@@ -138,10 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_modules() -> list[Callable[[Any], None]]:
     """``register(subparsers)`` of the commands that live in their own modules."""
-    from certrl.commands import attack, bound, certify, compare, gate, report, stress
+    from certrl.commands import attack, bound, certify, compare, diagnose, gate, report, stress
 
-    return [certify.register, attack.register, bound.register, report.register,
-            compare.register, gate.register, stress.register]
+    return [certify.register, attack.register, bound.register, diagnose.register,
+            report.register, compare.register, gate.register, stress.register]
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 
 class EnvError(ValueError):
@@ -421,3 +422,62 @@ def env_table() -> list[dict[str, Any]]:
             row["action"] = f"unavailable ({type(e).__name__})"
         rows.append(row)
     return rows
+
+
+#: Documented observation entries of the classic-control tasks (Gymnasium's docs).
+_OBS_NAMES: dict[str, list[str]] = {
+    "CartPole": ["cart position", "cart velocity", "pole angle", "pole angular velocity"],
+    "Pendulum": ["cos(theta)", "sin(theta)", "theta dot"],
+    "MountainCar": ["position", "velocity"],
+    "MountainCarContinuous": ["position", "velocity"],
+    "Acrobot": ["cos(theta1)", "sin(theta1)", "cos(theta2)", "sin(theta2)", "theta1 dot",
+                "theta2 dot"],
+}
+
+
+def _mujoco_qnames(model: Any) -> tuple[list[str], list[str]]:
+    """Names of the MuJoCo model's qpos and qvel entries, from its joints."""
+    qpos: list[str] = [""] * int(model.nq)
+    qvel: list[str] = [""] * int(model.nv)
+    npos = {0: 7, 1: 4, 2: 1, 3: 1}  # free, ball, slide, hinge
+    nvel = {0: 6, 1: 3, 2: 1, 3: 1}
+    for j in range(int(model.njnt)):
+        name = model.joint(j).name or f"joint{j}"
+        kind = int(model.jnt_type[j])
+        pa, va = int(model.jnt_qposadr[j]), int(model.jnt_dofadr[j])
+        for i in range(npos[kind]):
+            qpos[pa + i] = name if npos[kind] == 1 else f"{name}[{i}]"
+        for i in range(nvel[kind]):
+            qvel[va + i] = name if nvel[kind] == 1 else f"{name}[{i}]"
+    return qpos, qvel
+
+
+def observation_names(env: Any) -> list[str]:
+    """A name for every entry of ``env``'s flat observation: the documented entries of the
+    classic-control tasks, ``<joint> pos`` / ``<joint> vel`` for MuJoCo tasks whose observation
+    is ``[qpos[skip:], qvel, ...]`` (Hopper, Walker2d, HalfCheetah, Swimmer, InvertedPendulum,
+    and the first entries of Ant / Humanoid), ``obs[i]`` for anything else."""
+    shape = getattr(env.observation_space, "shape", None) or (0,)
+    n = int(np.prod(shape))
+    names = [f"obs[{i}]" for i in range(n)]
+    u = env.unwrapped
+    spec_id = getattr(getattr(env, "spec", None), "id", "") or ""
+    base = spec_id.split(":")[-1].split("/")[-1].split("-v")[0]
+    if base in _OBS_NAMES and len(_OBS_NAMES[base]) == n:
+        return list(_OBS_NAMES[base])
+    model = getattr(u, "model", None)
+    if model is None or not hasattr(model, "njnt"):
+        return names
+    try:
+        qpos, qvel = _mujoco_qnames(model)
+    except Exception:  # noqa: BLE001 - an unusual model: generic names
+        return names
+    skip = 0
+    if getattr(u, "_exclude_current_positions_from_observation", False):
+        skip = 2 if base == "Swimmer" else 1
+        if qpos and qpos[0].endswith("[0]"):  # a free joint (Ant, Humanoid): x and y
+            skip = 2
+    labelled = [f"{q} pos" for q in qpos[skip:]] + [f"{v} vel" for v in qvel]
+    for i, lab in enumerate(labelled[:n]):
+        names[i] = lab
+    return names

@@ -17,7 +17,7 @@ LAYERS: dict[str, int] = {
     "certrl.stats": 0, "certrl.certificates": 0,
     "certrl.engines": 1, "certrl.evaluator": 1,
     "certrl.smoothing": 2, "certrl.attacks": 2, "certrl.backends": 2, "certrl.backends_ray": 2,
-    "certrl.results": 2, "certrl.runner": 2, "certrl.dynamics": 2,
+    "certrl.results": 2, "certrl.runner": 2, "certrl.dynamics": 2, "certrl.diagnostics": 2,
     "certrl.pipeline": 3,
     "certrl.api": 4, "certrl.report": 4, "certrl.gate": 4,
     "certrl.commands": 5,

@@ -289,6 +289,37 @@ def _bounds_table(it: PolicyResults) -> Table:
                  "states the clean policy visits, not states an attacker could steer to.")
 
 
+def _diagnosis_table(it: PolicyResults) -> Table:
+    d = it.diagnosis or {}
+    s = d.get("sensitivity") or {}
+    c = d.get("top_direction_cos_between_steps") or {}
+    rows = [["sensitivity σ₁ (median / q0.9)", f"{fnum(s.get('0.5'))} / {fnum(s.get('0.9'))}"],
+            ["top direction |cos| between steps (mean)", fnum(c.get("mean"))]]
+    ms = d.get("min_perturbation")
+    if ms:
+        q = ms.get("quantiles") or {}
+        rows.append([f"smallest {ms.get('norm')} flip found (median [q0.1, q0.9])",
+                     f"{fnum(q.get('0.5'))} [{fnum(q.get('0.1'))}, {fnum(q.get('0.9'))}] on "
+                     f"{100 * ms.get('found_fraction', 0):.0f}% of {ms.get('states')} states"])
+        if ms.get("fraction_within_published_eps") is not None:
+            rows.append([f"states flipped within the published ε {ms.get('published_eps')}",
+                         f"{100 * ms['fraction_within_published_eps']:.1f}%"])
+    for j, b in enumerate(d.get("unstable_subspace") or []):
+        tops = ", ".join(f"{t['name']} {t['weight']:+.2f}" for t in b.get("top") or [])
+        rows.append([f"unstable direction {j + 1} (eigenvalue {fnum(b.get('eigenvalue'))})",
+                     tops])
+    cmp = d.get("comparison")
+    if cmp:
+        angles = ", ".join(f"{a:.0f}°" for a in cmp.get("principal_angles_deg") or [])
+        rows.append([f"overlap with {cmp.get('policy')}'s unstable subspace",
+                     f"{fnum(cmp.get('subspace_overlap'))} (principal angles {angles})"])
+    return Table(["quantity", "value"], rows,
+                 f"{d.get('states')} states of {d.get('episodes')} clean episodes, "
+                 f"{d.get('space')} observation space. Empirical, no guarantee: the smallest "
+                 "flips are upper bounds found by an attack (certrl bound gives the certified "
+                 "side).", wrap=True)
+
+
 def _audit_text(it: PolicyResults, a: Attack) -> str:
     """The largest perturbation the attack actually applied (``attacks.results.*.audit``),
     in the norm of its threat model: evidence that the budget was respected."""
@@ -460,6 +491,24 @@ def build_document(items: list[PolicyResults]) -> Document:
             B.append(_bounds_table(it))
             for spec in (F.bounds_curve_figure(it, f"fig-{sid}-bounds"),
                          F.bounds_trace_figure(it, f"fig-{sid}-bounds-trace")):
+                if spec is not None:
+                    B.append(Fig(spec))
+
+    # diagnosis: where and along which directions the policy is fragile
+    diagnosed = [it for it in items if it.diagnosis is not None]
+    if diagnosed:
+        B.append(Heading("Where the policy is fragile", 2, "diagnosis"))
+        for it in diagnosed:
+            sid = f"{slug(it.label)}-{slug(it.env_id)}"
+            if multi:
+                B.append(Heading(f"{it.label} on {it.env_id}", 3, f"diagnosis-{sid}"))
+            dsec = it.diagnosis or {}
+            if dsec.get("statement"):
+                B.append(Para(str(dsec["statement"]), "statement"))
+            B.append(_diagnosis_table(it))
+            for spec in (F.diagnosis_trace_figure(it, f"fig-{sid}-diag-trace"),
+                         F.diagnosis_dimensions_figure(it, f"fig-{sid}-diag-dims"),
+                         F.diagnosis_heatmap_figure(it, f"fig-{sid}-diag-heat")):
                 if spec is not None:
                     B.append(Fig(spec))
 

@@ -292,6 +292,126 @@ def bounds_trace_figure(pr: PolicyResults, fig_id: str) -> FigureSpec | None:
     return FigureSpec(fig_id, "Certified deviation along episodes", cap, 3.2, draw)
 
 
+def diagnosis_trace_figure(pr: PolicyResults, fig_id: str) -> FigureSpec | None:
+    """Sensitivity along the first clean episodes (top panel; terminations marked) and the
+    smallest perturbation an attack found at each searched step (bottom panel)."""
+    d = pr.diagnosis
+    traces = [t for t in (d or {}).get("traces") or [] if isinstance(t, dict) and t.get("t")]
+    if not d or not traces:
+        return None
+    has_eps = any(v is not None for t in traces for v in t.get("min_perturbation") or [])
+    nm = "ℓ∞" if d.get("norm") == "linf" else "ℓ2"
+
+    def draw(fig: Target) -> None:
+        axes = fig.subplots(2 if has_eps else 1, 1, sharex=True, squeeze=False)[:, 0]
+        for tr, c in zip(traces, [BLUE, ORANGE, GREEN, PURPLE], strict=False):
+            axes[0].plot(tr["t"], tr["sensitivity"], color=c, lw=0.9,
+                         label=f"episode {tr['episode']}")
+            if tr.get("terminated"):
+                axes[0].axvline(tr["t"][-1], color=c, ls="--", lw=1.0)
+                axes[0].plot([tr["t"][-1]], [tr["sensitivity"][-1]], marker="x", color=c,
+                             ms=8, ls="none")
+            if has_eps:
+                pts = [(t, v) for t, v in zip(tr["t"], tr["min_perturbation"], strict=True)
+                       if v is not None]
+                if pts:
+                    axes[1].plot(*zip(*pts, strict=True), color=c, lw=0.8, marker=".",
+                                 ms=2)
+        axes[0].set_ylabel("sensitivity σ₁(∂a/∂s)")
+        axes[0].set_title(f"{pr.label}: where in an episode the action is fragile")
+        if has_eps:
+            ms = d.get("min_perturbation") or {}
+            if ms.get("published_eps"):
+                axes[1].axhline(float(ms["published_eps"]), color=BLACK, ls=":", lw=1.0,
+                                label=f"published ε {ms['published_eps']:g}")
+            axes[1].set_ylabel(f"smallest {nm} flip found")
+            axes[1].set_yscale("log")
+        axes[-1].set_xlabel("step")
+        handles, labels = [], []
+        for ax in axes:
+            h, lab = ax.get_legend_handles_labels()
+            handles += h
+            labels += lab
+        if handles:
+            fig.legend(handles, labels, loc="outside lower center", ncols=4, frameon=False)
+
+    cap = ("Top singular value of the action Jacobian at every step of the first clean "
+           "episodes (dashed line and × : termination, e.g. a fall)"
+           + ("; below, the smallest perturbation an attack found that changes the action at "
+              "that step (an upper bound on the true minimum: lower is more fragile)"
+              if has_eps else "") + ". Empirical, no guarantee.")
+    return FigureSpec(fig_id, "Sensitivity along episodes", cap, 4.6 if has_eps else 3.0, draw)
+
+
+def diagnosis_dimensions_figure(pr: PolicyResults, fig_id: str) -> FigureSpec | None:
+    """Share of the most sensitive direction per named observation dimension (and the compared
+    policy's on the same states)."""
+    d = pr.diagnosis
+    if not d or not d.get("dimension_shares"):
+        return None
+    rows = d["dimension_shares"]
+    names = d.get("observation_names") or [r["name"] for r in rows]
+    share = np.zeros(len(names))
+    for r in rows:
+        share[int(r["index"])] = float(r["share"])
+    cmp = d.get("comparison") or None
+    other = None
+    if cmp and cmp.get("dimension_shares"):
+        other = np.zeros(len(names))
+        for r in cmp["dimension_shares"]:
+            other[int(r["index"])] = float(r["share"])
+    show = np.argsort(-share, kind="stable")[:20]
+
+    def draw(fig: Target) -> None:
+        ax = fig.subplots()
+        y = np.arange(show.size)
+        h = 0.4 if other is not None else 0.7
+        ax.barh(y - (h / 2 if other is not None else 0), share[show], height=h, color=BLUE,
+                label=pr.label)
+        if other is not None:
+            ax.barh(y + h / 2, other[show], height=h, color=ORANGE, label=str(cmp["policy"]))
+        ax.set_yticks(y, [names[i] for i in show])
+        ax.invert_yaxis()
+        ax.set_xlabel("share of the most sensitive direction")
+        ax.set_title(f"{pr.label}: which observation dimensions carry the fragility")
+        _legend_below(fig, ax)
+
+    cap = ("Per observation dimension, the mean squared weight of the top singular direction "
+           "of the action Jacobian (weighted by its singular value squared), over the visited "
+           "states" + (f"; orange: {cmp['policy']} on the same states and coordinates "
+                       f"(unstable-subspace overlap {cmp['subspace_overlap']:.2f})"
+                       if other is not None else "") + ".")
+    return FigureSpec(fig_id, "Fragile observation dimensions", cap,
+                      1.4 + 0.22 * show.size, draw)
+
+
+def diagnosis_heatmap_figure(pr: PolicyResults, fig_id: str) -> FigureSpec | None:
+    """|cos| between the top directions of every pair of steps of one episode."""
+    d = pr.diagnosis
+    hm = (d or {}).get("similarity_heatmap")
+    if not hm or not hm.get("abs_cos"):
+        return None
+    m = np.asarray(hm["abs_cos"], dtype=float)
+    steps = hm["steps"]
+
+    def draw(fig: Target) -> None:
+        ax = fig.subplots()
+        im = ax.imshow(m, origin="lower", cmap="cividis", vmin=0.0, vmax=1.0,
+                       extent=(steps[0], steps[-1], steps[0], steps[-1]), aspect="auto")
+        ax.grid(False)
+        ax.set_xlabel("step")
+        ax.set_ylabel("step")
+        ax.set_title(f"{pr.label}: does the fragile direction stay put? (episode "
+                     f"{hm['episode']})")
+        fig.colorbar(im, ax=ax, label="|cos| of the top directions")
+
+    cap = (f"|cos| between the most sensitive observation directions at every pair of steps of "
+           f"episode {hm['episode']} ({len(steps)} steps shown): bright blocks are phases "
+           "where the fragile direction persists, dark stripes where it jumps (the oscillation "
+           "Korkmaz (2024) reports for adversarially trained policies).")
+    return FigureSpec(fig_id, "Direction similarity over time", cap, 4.4, draw)
+
+
 def attack_figure(pr: PolicyResults, fig_id: str) -> FigureSpec:
     attacks = pr.attack_list
     clean = pr.attack_clean_summary or pr.eval_summary

@@ -137,6 +137,7 @@ class PolicyResults:
     strongest: Attack | None = None
     stress_grid: dict[str, Any] | None = None
     bounds: dict[str, Any] | None = None
+    diagnosis: dict[str, Any] | None = None
     gate_checks: list[Any] = field(default_factory=list)  # certrl.gate.Check of --require
     missing: dict[str, str] = field(default_factory=dict)
 
@@ -424,6 +425,10 @@ def read_policy_results(path: str | Path) -> PolicyResults:
     else:
         pr.missing["bounds"] = (f"no per-step bounds in this file: run "
                                 f"`{pr.command_hint('bound')}`")
+
+    diag = _dict(data.get("diagnosis"))
+    if diag is not None and diag.get("dimension_shares"):
+        pr.diagnosis = diag
 
     pr.stress_grid = _stress_grid(data.get("stress"))
     if pr.stress_grid is None and _stress_applies(pr.env_id):
