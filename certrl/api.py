@@ -292,7 +292,8 @@ def load_policy(
     With ``env`` the loader uses the environment's spaces (observation size, discrete or
     continuous actions, action bounds) and the policy is checked against them; without it,
     files that do not record the action bounds get them when first used with an environment.
-    ``policy.predict(obs, deterministic=True)`` returns actions like SB3's ``predict``.
+    ``policy.predict(obs, deterministic=True)`` returns actions like SB3's ``predict`` (for
+    files that do not record the action bounds, ONNX and TorchScript, once ``env`` is given).
     """
     from certrl.pipeline.job import load_for_env, zoo_env_kwargs
     from certrl.policies import load_policy as _load
@@ -354,6 +355,7 @@ def certify(
     attack: bool = True,
     attack_episodes: int | None = None,
     per_state: bool = False,
+    per_state_n: int = 1000,
     fail_under: float | None = None,
     seed: int = 0,
     deterministic: bool = True,
@@ -384,7 +386,8 @@ def certify(
     opts = CertifyOptions(
         sigma=sigma, budgets=list(budgets), alpha=alpha, episodes=episodes, space=space,
         band=band, quantiles=list(quantiles), clean_episodes=clean_episodes, attack=attack,
-        attack_episodes=attack_episodes, per_state=per_state, fail_under=fail_under)
+        attack_episodes=attack_episodes, per_state=per_state, per_state_n=per_state_n,
+        fail_under=fail_under)
     opts.validate()
     run = _run_kwargs(seed, workers, batch_size, engine, deterministic, env_kwargs,
                       reward_bounds, resume, progress, loader)
@@ -409,7 +412,12 @@ def attack(
     space: str = "auto",
     episodes: int = 50,
     episode_budget: float | None = None,
+    eps_bar: float | None = None,
+    alpha: float | None = None,
     smoothing_sigma: float | None = None,
+    allow_large_eps: bool = False,
+    cache_dir: str | None = None,
+    retrain: bool = False,
     seed: int = 0,
     deterministic: bool = True,
     workers: int | None = None,
@@ -445,13 +453,15 @@ def attack(
     opts = AttackOptions(attacks=names, options={n: dict((options or {}).get(n, {}))
                                                  for n in names},
                          eps=eps, norm=norm, space=space, episode_budget=episode_budget,
-                         episodes=episodes, smoothing_sigma=smoothing_sigma)
+                         eps_bar=eps_bar, alpha=alpha, episodes=episodes,
+                         smoothing_sigma=smoothing_sigma, allow_large_eps=allow_large_eps,
+                         cache_dir=cache_dir, retrain=retrain)
     try:
         opts.validate()
         run = _run_kwargs(seed, workers, batch_size, engine, deterministic, env_kwargs,
                           reward_bounds, resume, progress, loader)
         with _out_dir(out) as (d, keep):
-            if not keep:
+            if not keep and cache_dir is None:
                 opts.cache_dir = "none"  # nothing left on disk: no learned-attack cache either
             job = _job(policy, env, episodes, d, run)
             outcome = run_attack(job, opts, log=_log(verbose))
@@ -474,6 +484,10 @@ def bound(
     tol: float | None = None,
     eps_grid: Sequence[float] | None = None,
     episodes: int = 50,
+    pgd_states: int = 2000,
+    pgd_steps: int = 20,
+    pgd_restarts: int = 4,
+    allow_large_eps: bool = False,
     seed: int = 0,
     workers: int | None = None,
     batch_size: int | None = None,
@@ -498,7 +512,8 @@ def bound(
 
     opts = BoundOptions(eps=eps, norm=norm, space=space, method=method, tol=tol,
                         eps_grid=None if eps_grid is None else list(eps_grid),
-                        episodes=episodes)
+                        episodes=episodes, pgd_states=pgd_states, pgd_steps=pgd_steps,
+                        pgd_restarts=pgd_restarts, allow_large_eps=allow_large_eps)
     opts.validate()
     run = _run_kwargs(seed, workers, batch_size, engine, True, env_kwargs, None, resume,
                       progress, loader)
@@ -548,7 +563,10 @@ def stress(
                          workers=n_workers, batch_size=batch_size)
     try:
         opts.validate()
-        design = design_stress(make_env(env, env_kwargs), opts, seed=seed)
+        from certrl.pipeline.job import zoo_env_kwargs
+
+        design = design_stress(make_env(env, env_kwargs or zoo_env_kwargs(policy) or None),
+                               opts, seed=seed)
         run = _run_kwargs(seed, n_workers, batch_size, engine, True, env_kwargs, reward_bounds,
                           resume, progress, loader)
         with _out_dir(out) as (d, keep):

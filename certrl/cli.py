@@ -146,7 +146,7 @@ def _command_modules() -> list[Callable[[Any], None]]:
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from certrl.envs import EnvError
-    from certrl.evaluator import EvaluationError
+    from certrl.errors import EvaluationError
     from certrl.policies.base import PolicyError
     from certrl.results import ResultsError
 

@@ -153,8 +153,42 @@ def _finite_or_none(v: float) -> float | None:
 
 
 def _callable_name(fn: Any) -> str:
-    mod = getattr(fn, "__module__", None) or "?"
-    return f"{mod}:{getattr(fn, '__qualname__', type(fn).__name__)}"
+    """A name for an environment factory that tells different factories apart (it names the
+    results file and keys the journal): ``module:qualname`` for a module-level function or
+    class, plus ``#`` and a fingerprint of what it holds for anything else (a
+    ``functools.partial`` and its arguments, a callable instance, a lambda or closure)."""
+    import hashlib
+    import inspect
+
+    target = getattr(fn, "func", fn)  # functools.partial
+    mod = getattr(target, "__module__", None) or type(target).__module__ or "?"
+    qual = getattr(target, "__qualname__", None) or type(target).__qualname__
+    plain = (inspect.isfunction(fn) or inspect.isclass(fn)) and "<" not in qual
+    if plain:
+        return f"{mod}:{qual}"
+    try:
+        blob = pickle.dumps(fn)
+    except Exception:  # noqa: BLE001 - lambdas, closures: their code and captured values
+        code = getattr(fn, "__code__", None)
+        cells = [getattr(c, "cell_contents", None) for c in (getattr(fn, "__closure__", None)
+                                                             or ())]
+        blob = repr((qual, getattr(code, "co_code", b""), getattr(code, "co_consts", ()),
+                     getattr(fn, "__defaults__", None), cells)).encode()
+    return f"{mod}:{qual}#{hashlib.sha256(blob).hexdigest()[:10]}"
+
+
+def _horizon(value: Any, where: str) -> int:
+    """``max_episode_steps`` as a positive int (one-line :class:`EnvError` otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise EnvError(f"{where}: max_episode_steps must be a positive integer, got {value!r}")
+    try:
+        f = float(value)
+    except ValueError:
+        raise EnvError(f"{where}: max_episode_steps must be a positive integer, got "
+                       f"{value!r}") from None
+    if not (math.isfinite(f) and f >= 1 and f == int(f)):
+        raise EnvError(f"{where}: max_episode_steps must be a positive integer, got {value!r}")
+    return int(f)
 
 
 _UNKNOWN = (-math.inf, math.inf)
@@ -260,7 +294,8 @@ def custom_env(target: str | Callable[..., Any], kwargs: dict[str, Any]) -> EnvS
                 and hasattr(probe, "observation_space") and hasattr(probe, "action_space")):
             raise EnvError(f"{name}: returned {type(probe).__name__}, not a gymnasium.Env "
                            "(needs reset, step, observation_space, action_space)")
-        horizon = kwargs.get("max_episode_steps") or _declared_horizon(probe)
+        given = kwargs.get("max_episode_steps")
+        horizon = _horizon(given, name) if given is not None else _declared_horizon(probe)
         if not horizon:
             raise EnvError(
                 f"{name}: the environment has no horizon (no spec.max_episode_steps, TimeLimit "
@@ -370,14 +405,35 @@ def resolve_env(
         if not reg.max_episode_steps and "max_episode_steps" not in kwargs:
             raise EnvError(f"{name}: the registered environment has no max_episode_steps; pass "
                            "--env-kwargs '{\"max_episode_steps\": N}'")
-        horizon = int(reg.max_episode_steps or kwargs["max_episode_steps"])
-        spec = EnvSpec(name, name, horizon, _UNKNOWN, "unknown", None,
-                       notes="reward bounds unknown: pass --reward-bounds for certificates")
+        horizon = (_horizon(kwargs["max_episode_steps"], name) if "max_episode_steps" in kwargs
+                   else int(reg.max_episode_steps))
+        declared = _registered_bounds(name, kwargs)
+        spec = EnvSpec(name, name, horizon, declared or _UNKNOWN,
+                       "env" if declared else "unknown", None,
+                       notes="reward bounds declared by the environment" if declared else
+                       "reward bounds unknown: pass --reward-bounds for certificates")
     if kwargs:
-        horizon = int(kwargs.get("max_episode_steps", spec.horizon))
+        horizon = (_horizon(kwargs["max_episode_steps"], spec.gym_id)
+                   if "max_episode_steps" in kwargs else spec.horizon)
         spec = replace(spec, horizon=horizon, kwargs={**spec.kwargs, **kwargs},
                        episode_bounds=spec.episode_bounds if horizon == spec.horizon else None)
     return spec
+
+
+def _registered_bounds(name: str, kwargs: dict[str, Any]) -> tuple[float, float] | None:
+    """The ``reward_bounds`` a registered environment's class declares (``None``: none, or
+    the environment cannot be made here; making it then fails later with its own message)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            env = gym.make(name, disable_env_checker=True,
+                           **{k: v for k, v in kwargs.items() if k != "max_episode_steps"})
+    except Exception:  # noqa: BLE001
+        return None
+    try:
+        return _declared_bounds(env)
+    finally:
+        env.close()
 
 
 def _import_env_module(entry: str, mod_name: str) -> Any:
@@ -387,6 +443,10 @@ def _import_env_module(entry: str, mod_name: str) -> Any:
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
         sys.path.append(cwd)
+    if not mod_name or mod_name.startswith(".") or not all(
+            p.isidentifier() for p in mod_name.split(".")):
+        raise EnvError(f"--env {entry}: {mod_name!r} is not a module name; use "
+                       "package.module:ClassOrFactory")
     try:
         return importlib.import_module(mod_name)
     except ImportError as e:

@@ -13,6 +13,11 @@ class UsageError(ValueError):
     """Bad input: an option out of range, options that do not go together (exit code 2)."""
 
 
+class EvaluationError(RuntimeError):
+    """The policy or an environment misbehaved during evaluation (NaN actions, an environment
+    whose ``reset`` / ``step`` raised or returned the wrong observation size; exit code 2)."""
+
+
 def positive(name: str, v: int | float, allow_zero: bool = False) -> None:
     """Raise :class:`UsageError` unless ``v > 0`` (``>= 0`` with ``allow_zero``)."""
     if v < 0 or (v == 0 and not allow_zero):

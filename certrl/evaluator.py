@@ -46,16 +46,13 @@ from certrl.engines.base import (  # noqa: F401 - re-exported: the evaluator's e
     make_batch,
 )
 from certrl.envs import EnvSpec
+from certrl.errors import EvaluationError  # noqa: F401 - re-exported
 from certrl.policies.base import Policy
 
 STREAM_ENV = 0
 STREAM_POLICY = 1
 STREAM_SMOOTHING = 2
 STREAM_ATTACK = 3
-
-
-class EvaluationError(RuntimeError):
-    """The policy or an environment misbehaved during evaluation (e.g. NaN actions)."""
 
 
 def episode_rng(seed: int, episode: int, stream: int) -> np.random.Generator:

@@ -75,6 +75,19 @@ class NotAnEnv:
     """Has no reset/step: ``--env`` must refuse it with one line."""
 
 
+class ResetRaises(PointMass):
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        raise RuntimeError("reset exploded")
+
+
+class WrongObs(PointMass):
+    """Returns 3 numbers where its observation_space says 2."""
+
+    def step(self, action: Any):
+        obs, r, te, tr, info = super().step(action)
+        return np.append(obs, 0.0), r, te, tr, info
+
+
 def broken_factory() -> PointMass:
     raise RuntimeError("simulator licence not found")
 

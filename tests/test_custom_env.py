@@ -79,11 +79,13 @@ def test_factory_and_max_episode_steps_kwarg():
     assert not lam.factory_picklable() and lam.make().unwrapped.start == 0.2
 
 
-def test_gymnasium_module_colon_id_syntax():
+def test_gymnasium_module_colon_id_syntax_reads_declared_bounds():
     spec = resolve_env("tests._custom_env:CertrlTestPointMass-v0")
-    assert spec.horizon == 40 and spec.bounds_kind == "unknown"
-    assert not spec.bounds_known and spec.to_json()["step_reward_bounds"] == [None, None]
+    assert spec.horizon == 40 and spec.bounds_kind == "env"
+    assert spec.step_reward_bounds == (0.0, 1.0) and spec.return_bounds == (0.0, 40.0)
     assert isinstance(spec.make().unwrapped, PointMass)
+    generic = resolve_env("Acrobot-v1")  # registered, no alias, no declared bounds
+    assert not generic.bounds_known and generic.to_json()["step_reward_bounds"] == [None, None]
 
 
 @pytest.mark.parametrize("entry, match", [
@@ -92,11 +94,51 @@ def test_gymnasium_module_colon_id_syntax():
     ("tests._custom_env:broken_factory", "simulator licence not found"),
     ("tests._custom_env:Missing", "has no attribute 'Missing'"),
     ("no_such_pkg_certrl.envs:Walk", "cannot import no_such_pkg_certrl"),
+    (":Foo", "is not a module name"),
 ])
 def test_bad_custom_env_is_one_line_env_error(entry, match):
     with pytest.raises(EnvError, match=match) as e:
         resolve_env(entry)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("steps", ["x", 2.5, 0, True])
+def test_bad_max_episode_steps_is_one_line(steps):
+    for env in (ENTRY, "pendulum", "Acrobot-v1"):
+        with pytest.raises(EnvError, match="max_episode_steps must be a positive integer"):
+            resolve_env(env, {"max_episode_steps": steps})
+
+
+def test_factories_with_different_arguments_get_different_names(tmp_path):
+    """The name keys the results file and the journal: two partials (or closures) of the same
+    class must not share it, or --resume would mix their episodes."""
+    import functools
+
+    a = resolve_env(functools.partial(PointMass, start=0.2))
+    b = resolve_env(functools.partial(PointMass, start=1.5))
+    assert a.gym_id != b.gym_id and a.to_json() != b.to_json()
+    assert a.gym_id == resolve_env(functools.partial(PointMass, start=0.2)).gym_id  # stable
+    assert a.gym_id.startswith("tests._custom_env:PointMass#")
+
+    def closure(start):
+        return lambda: PointMass(start=start)
+
+    assert resolve_env(closure(0.2)).gym_id != resolve_env(closure(1.5)).gym_id
+    assert resolve_env(make_point_mass).gym_id == "tests._custom_env:make_point_mass"
+
+
+@pytest.mark.parametrize("entry, match", [
+    ("tests._custom_env:ResetRaises", "reset raised RuntimeError: reset exploded"),
+    ("tests._custom_env:WrongObs", "returned an observation of 3 values"),
+])
+def test_environment_failures_are_exit_2_naming_the_environment(tmp_path, capsys, entry,
+                                                                 match):
+    pol = _script(_PController(), tmp_path / "p.pt")
+    for workers in ("1", "2"):
+        assert main(["evaluate", pol, "--env", entry, "--episodes", "2", "--workers", workers,
+                     "--out", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("certrl: error: ") and match in err and entry in err
 
 
 def test_bad_env_kwargs_for_a_class():

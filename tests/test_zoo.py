@@ -482,3 +482,6 @@ def test_detected_format_and_recorded_env_kwargs_reach_the_job(tmp_path: Path,
     job = build_job(run, ENV, episodes=2, workers=1, out=tmp_path / "r",
                     env_kwargs={"g": 5.0})
     assert job.spec.kwargs == {"g": 5.0}
+    # a loaded Policy remembers its run's env_kwargs (the API passes Policy objects)
+    job = build_job(load_policy(run), ENV, episodes=2, workers=1, out=tmp_path / "r")
+    assert job.spec.kwargs == {"g": 9.0}

@@ -13,6 +13,13 @@ from typing import Any
 import numpy as np
 
 from certrl.envs import EnvSpec
+from certrl.errors import EvaluationError
+
+
+def _env_failure(spec: EnvSpec, what: str, e: Exception) -> EvaluationError:
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return EvaluationError(f"{spec.gym_id}: the environment's {what} raised {type(e).__name__}: "
+                           f"{first}; fix the environment (or its --env-kwargs)")
 
 
 class EnvBatch:
@@ -29,7 +36,18 @@ class EnvBatch:
     default_width = 128
 
     def __init__(self, spec: EnvSpec, width: int, env_kwargs: dict[str, Any]) -> None:
+        self.spec = spec
         self.envs = [spec.make(**env_kwargs) for _ in range(width)]
+        shape = getattr(self.envs[0].observation_space, "shape", None) if self.envs else None
+        self._obs_size = int(np.prod(shape)) if shape else None
+
+    def _check_obs(self, o: Any, what: str) -> np.ndarray:
+        o = np.asarray(o).reshape(-1)
+        if self._obs_size is not None and o.size != self._obs_size:
+            raise EvaluationError(
+                f"{self.spec.gym_id}: {what} returned an observation of {o.size} values but the "
+                f"environment's observation_space has {self._obs_size}; fix the environment")
+        return o
 
     def unwrapped(self, k: int) -> Any:
         return self.envs[k].unwrapped
@@ -39,7 +57,11 @@ class EnvBatch:
         return [e.unwrapped for e in self.envs]
 
     def reset(self, k: int, seed: int) -> np.ndarray:
-        return self.envs[k].reset(seed=seed)[0]
+        try:
+            obs = self.envs[k].reset(seed=seed)[0]
+        except Exception as e:  # noqa: BLE001 - the environment's own code
+            raise _env_failure(self.spec, "reset", e) from None
+        return self._check_obs(obs, "reset") if self.spec.custom else obs
 
     def step_arrays(
         self, ks: np.ndarray, actions: np.ndarray
@@ -54,8 +76,11 @@ class EnvBatch:
         term = np.empty(n, dtype=bool)
         trunc = np.empty(n, dtype=bool)
         for j, k in enumerate(ks.tolist()):
-            o, r, te, tr, _ = self.envs[k].step(acts[j])
-            obs.append(np.asarray(o).reshape(-1))
+            try:
+                o, r, te, tr, _ = self.envs[k].step(acts[j])
+            except Exception as e:  # noqa: BLE001 - the environment's own code
+                raise _env_failure(self.spec, "step", e) from None
+            obs.append(self._check_obs(o, "step"))
             rew[j], term[j], trunc[j] = float(r), bool(te), bool(tr)
         return (np.stack(obs) if obs else np.empty((0, 0))), rew, term, trunc
 

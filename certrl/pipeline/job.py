@@ -145,7 +145,7 @@ def build_job(
         positive("--batch-size", batch_size)
     if workers is not None:
         positive("--workers", workers)
-    if not env_kwargs and not isinstance(policy, Policy):
+    if not env_kwargs:
         env_kwargs = zoo_env_kwargs(policy) or env_kwargs
     spec = resolve_job_env(env, env_kwargs, reward_bounds)
     out_dir = ensure_writable_dir(out)
