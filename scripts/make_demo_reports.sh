@@ -3,7 +3,8 @@
 #
 #   1. for each demo policy: certrl evaluate, certify (with an attack on the smoothed policy at
 #      every budget), bound (per-step IBP/CROWN certificates at the attack budget), attack
-#      (observation attacks at the environment's published budget) and, on MuJoCo, stress (a
+#      (observation attacks at the environment's published budget), diagnose (sensitivity and
+#      fragile directions; the Hoppers compared with each other) and, on MuJoCo, stress (a
 #      2-parameter dynamics grid), into $RESULTS (default results/demo);
 #   2. certrl report: one report per policy and one comparing the Hopper policies, HTML and
 #      PDF, in $OUT (default reports/); certrl compare prints the comparison table.
@@ -14,7 +15,7 @@
 #             cartpole-noisy:cartpole-v0:0.1"]
 #            (demo name:env alias[:attack eps[:sigma]]; without eps the environment's published
 #            budget; sigma of the certificate, default 0.2)
-#   BOUND_EPISODES [50]
+#   BOUND_EPISODES [50]  DIAGNOSE_EPISODES [10]
 #   EVAL_EPISODES [100]  CERT_EPISODES [1000]  CERT_ATTACK_EPISODES [20]
 #   ATTACKS [random,gaussian,fgsm,pgd,mad,critic,rs]  ATTACK_EPISODES [50]
 #   STRESS_PARAMS [torso_mass=0.5:1.5,friction=0.5:1.5]  STRESS_GRID [5]  STRESS_EPISODES [10]
@@ -28,6 +29,7 @@ RESULTS=${RESULTS:-results/demo}
 OUT=${OUT:-reports}
 POLICIES=${POLICIES:-"hopper-smooth:hopper::0.1 hopper:hopper hopper-noisy:hopper cartpole-noisy:cartpole-v0:0.1"}
 BOUND_EPISODES=${BOUND_EPISODES:-50}
+DIAGNOSE_EPISODES=${DIAGNOSE_EPISODES:-10}
 EVAL_EPISODES=${EVAL_EPISODES:-100}
 CERT_EPISODES=${CERT_EPISODES:-1000}
 CERT_ATTACK_EPISODES=${CERT_ATTACK_EPISODES:-20}
@@ -59,6 +61,15 @@ for item in $POLICIES; do
     if have bound; then
         run "$BIN/certrl" bound "demo:$policy" --env "$env" ${eps:+--eps "$eps"} \
             --episodes "$BOUND_EPISODES" "${COMMON[@]}"
+    fi
+    if have diagnose; then  # where it is fragile; the Hoppers compared with each other
+        cmp=()
+        if [[ "$env" == hopper ]]; then
+            if [[ "$policy" == hopper-smooth ]]; then cmp=(--compare demo:hopper)
+            else cmp=(--compare demo:hopper-smooth); fi
+        fi
+        run "$BIN/certrl" diagnose "demo:$policy" --env "$env" --episodes "$DIAGNOSE_EPISODES" \
+            "${cmp[@]}" "${COMMON[@]}"
     fi
     if have attack; then
         run "$BIN/certrl" attack "demo:$policy" --env "$env" --attack "$ATTACKS" \
