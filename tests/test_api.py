@@ -163,3 +163,25 @@ def test_unpicklable_policy_object_runs_in_this_process(tmp_path):
     by_path = certrl.evaluate(str(path), "cartpole", episodes=3, workers=2)
     assert res.section["workers"] == 1 and by_path.section["workers"] == 2
     assert res.returns.tolist() == by_path.returns.tolist()
+
+
+def test_in_memory_policies_are_told_apart(tmp_path):
+    """A Policy built in code has no file hash: its weights are hashed instead, so two of them
+    neither share a results file nor resume each other's journal."""
+    import torch
+    from torch import nn
+
+    from certrl.pipeline.job import build_job
+    from certrl.policies import Policy
+
+    jobs = []
+    for w in (-2.0, -1.0):
+        net = nn.Linear(2, 1)
+        with torch.no_grad():
+            net.weight.copy_(torch.tensor([[w, 0.0]]))
+            net.bias.zero_()
+        jobs.append(build_job(Policy(nn.Sequential(net), "linear", 2, act_dim=1),
+                              make_point_mass, episodes=2, workers=1, out=tmp_path))
+    a, b = jobs
+    assert a.policy.info.sha256 and a.policy.info.sha256 != b.policy.info.sha256
+    assert a.results_file != b.results_file

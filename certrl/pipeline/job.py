@@ -156,6 +156,8 @@ def build_job(
         "fmt": fmt,
     }
     loaded = load_for_env(policy, spec, loader_kwargs)
+    if isinstance(policy, Policy) and not loaded.info.sha256:
+        loaded.info.sha256 = _weights_sha256(loaded)  # keys the journal: resume needs it
     if label is None:
         label = str(policy) if not isinstance(policy, Policy) else (
             loaded.info.path or f"policy-{loaded.info.sha256[:12]}")
@@ -194,6 +196,17 @@ def build_job(
         ray_address=ray_address,
         label=label,
     )
+
+
+def _weights_sha256(policy: Policy) -> str:
+    """SHA-256 of a policy built in memory: its head kind and every tensor of its state."""
+    import hashlib
+
+    h = hashlib.sha256(f"{policy.head}:{policy.obs_dim}".encode())
+    for name, t in sorted(policy.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _picklable(obj: Any) -> bool:
