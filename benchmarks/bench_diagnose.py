@@ -24,7 +24,6 @@ over the per-state loop.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
@@ -32,17 +31,8 @@ from certrl.diagnostics import action_function, action_jacobian, min_perturbatio
 from certrl.pipeline.job import load_for_env, resolve_job_env
 
 
-def best_of(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def main() -> None:
-    from bench_bounds import visited_states
+    from bench_bounds import best_of, visited_states
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--policy", default="demo:hopper")

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -61,6 +61,7 @@ __all__ = [
 ]
 
 EnvLike = str | EnvSpec | Callable[..., Any]
+_R = TypeVar("_R")
 PolicyLike = str | Path | Policy
 
 
@@ -247,14 +248,23 @@ def _command(name: str, **kwargs: Any) -> str:
     return f"certrl.{name}({args})"
 
 
-def _job(policy: PolicyLike, env: EnvLike, episodes: int, out: Path, run: dict[str, Any]
-         ) -> Job:
+def _execute(policy: PolicyLike, env: EnvLike, episodes: int, out: str | Path | None,
+             run: dict[str, Any], compute: Callable[[Job], Any],
+             save: Callable[[Job, Any, str], Any], command: str,
+             wrap: Callable[[Any, Path | None], _R]) -> _R:
+    """Build the job (results in ``out``, or in a temporary directory that is removed),
+    ``compute`` its outcome, ``save`` it when ``out`` is given, and ``wrap`` it as a result."""
     from certrl.pipeline.job import build_job
 
     if env is None:
         raise UsageError("env is required: an alias ('hopper'), a Gymnasium id, "
                          "'package.module:Class' or a callable returning a gymnasium.Env")
-    return build_job(policy, env, episodes=episodes, out=out, **run)
+    with _out_dir(out) as (d, keep):
+        job = build_job(policy, env, episodes=episodes, out=d, **run)
+        outcome = compute(job)
+        if keep:
+            save(job, outcome, command)
+        return wrap(outcome, job.results_file if keep else None)
 
 
 def _run_kwargs(seed: int, workers: int | None, batch_size: int | None, engine: str,
@@ -330,14 +340,14 @@ def evaluate(
 
     run = _run_kwargs(seed, workers, batch_size, engine, deterministic, env_kwargs,
                       reward_bounds, resume, progress, loader)
-    with _out_dir(out) as (d, keep):
-        job = _job(policy, env, episodes, d, run)
-        section = run_evaluation(job, episodes)
-        if keep:
-            write_results(job, _command("evaluate", episodes=episodes, seed=seed),
-                          {"evaluation": section})
-            finish_journal(job, "evaluation")
-        return EvaluationResult.of(section, job.results_file if keep else None)
+
+    def save(job: Job, section: dict[str, Any], command: str) -> None:
+        write_results(job, command, {"evaluation": section})
+        finish_journal(job, "evaluation")
+
+    return _execute(policy, env, episodes, out, run, lambda job: run_evaluation(job, episodes),
+                    save, _command("evaluate", episodes=episodes, seed=seed),
+                    EvaluationResult.of)
 
 
 def certify(
@@ -391,14 +401,11 @@ def certify(
     opts.validate()
     run = _run_kwargs(seed, workers, batch_size, engine, deterministic, env_kwargs,
                       reward_bounds, resume, progress, loader)
-    with _out_dir(out) as (d, keep):
-        job = _job(policy, env, episodes, d, run)
-        outcome = run_certify(job, opts, log=_log(verbose))
-        if keep:
-            save_certify(job, outcome, _command("certify", sigma=sigma, budgets=list(budgets),
-                                                episodes=episodes, seed=seed))
-        return CertificationResult.of(outcome.section, outcome.evaluation,
-                                      job.results_file if keep else None)
+    return _execute(
+        policy, env, episodes, out, run, lambda job: run_certify(job, opts, log=_log(verbose)),
+        save_certify, _command("certify", sigma=sigma, budgets=list(budgets), episodes=episodes,
+                               seed=seed),
+        lambda o, f: CertificationResult.of(o.section, o.evaluation, f))
 
 
 def attack(
@@ -460,15 +467,12 @@ def attack(
         opts.validate()
         run = _run_kwargs(seed, workers, batch_size, engine, deterministic, env_kwargs,
                           reward_bounds, resume, progress, loader)
-        with _out_dir(out) as (d, keep):
-            if not keep and cache_dir is None:
-                opts.cache_dir = "none"  # nothing left on disk: no learned-attack cache either
-            job = _job(policy, env, episodes, d, run)
-            outcome = run_attack(job, opts, log=_log(verbose))
-            if keep:
-                save_attack(job, outcome, _command("attack", attacks=names, eps=eps,
-                                                   episodes=episodes, seed=seed))
-            return AttackResult.of(outcome.section, job.results_file if keep else None)
+        if out is None and cache_dir is None:
+            opts.cache_dir = "none"  # nothing left on disk: no learned-attack cache either
+        return _execute(
+            policy, env, episodes, out, run, lambda job: run_attack(job, opts, log=_log(verbose)),
+            save_attack, _command("attack", attacks=names, eps=eps, episodes=episodes, seed=seed),
+            lambda o, f: AttackResult.of(o.section, f))
     except AttackError as e:
         raise UsageError(str(e)) from None
 
@@ -517,13 +521,10 @@ def bound(
     opts.validate()
     run = _run_kwargs(seed, workers, batch_size, engine, True, env_kwargs, None, resume,
                       progress, loader)
-    with _out_dir(out) as (d, keep):
-        job = _job(policy, env, episodes, d, run)
-        outcome = run_bound(job, opts, log=_log(verbose))
-        if keep:
-            save_bound(job, outcome, _command("bound", eps=eps, norm=norm, episodes=episodes,
-                                              seed=seed))
-        return BoundResult.of(outcome.section, job.results_file if keep else None)
+    return _execute(
+        policy, env, episodes, out, run, lambda job: run_bound(job, opts, log=_log(verbose)),
+        save_bound, _command("bound", eps=eps, norm=norm, episodes=episodes, seed=seed),
+        lambda o, f: BoundResult.of(o.section, f))
 
 
 def stress(
@@ -569,14 +570,12 @@ def stress(
                                opts, seed=seed)
         run = _run_kwargs(seed, n_workers, batch_size, engine, True, env_kwargs, reward_bounds,
                           resume, progress, loader)
-        with _out_dir(out) as (d, keep):
-            job = _job(policy, env, episodes, d, run)
-            outcome = run_stress(job, opts, log=_log(verbose), design=design)
-            if keep:
-                save_stress(job, outcome, _command("stress", params=params, grid=grid,
-                                                   samples=samples, episodes=episodes,
-                                                   seed=seed))
-            return StressResult.of(outcome.section, job.results_file if keep else None)
+        return _execute(
+            policy, env, episodes, out, run,
+            lambda job: run_stress(job, opts, log=_log(verbose), design=design), save_stress,
+            _command("stress", params=params, grid=grid, samples=samples, episodes=episodes,
+                     seed=seed),
+            lambda o, f: StressResult.of(o.section, f))
     except StressError as e:
         raise UsageError(str(e)) from None
 
@@ -619,10 +618,7 @@ def diagnose(
     opts.validate()
     run = _run_kwargs(seed, workers, batch_size, engine, True, env_kwargs, None, resume,
                       progress, loader)
-    with _out_dir(out) as (d, keep):
-        job = _job(policy, env, episodes, d, run)
-        outcome = run_diagnose(job, opts, log=_log(verbose))
-        if keep:
-            save_diagnose(job, outcome, _command("diagnose", episodes=episodes, compare=compare,
-                                                 seed=seed))
-        return DiagnosisResult.of(outcome.section, job.results_file if keep else None)
+    return _execute(
+        policy, env, episodes, out, run, lambda job: run_diagnose(job, opts, log=_log(verbose)),
+        save_diagnose, _command("diagnose", episodes=episodes, compare=compare, seed=seed),
+        lambda o, f: DiagnosisResult.of(o.section, f))

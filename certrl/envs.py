@@ -99,13 +99,7 @@ class EnvSpec:
 
     def factory_picklable(self) -> bool:
         """Whether the factory can be sent to worker processes (module-level callables can)."""
-        if self.factory is None:
-            return True
-        try:
-            pickle.dumps(self.factory)
-            return True
-        except Exception:  # noqa: BLE001 - lambdas, closures, local classes
-            return False
+        return self.factory is None or picklable(self.factory)
 
     @property
     def return_bounds(self) -> tuple[float, float]:
@@ -146,6 +140,16 @@ class EnvSpec:
         if self.custom:
             out["entry_point"] = self.entry_point or _callable_name(self.factory)
         return out
+
+
+def picklable(obj: Any) -> bool:
+    """Whether ``obj`` can be sent to a worker process (lambdas, closures, local classes and
+    TorchScript modules cannot)."""
+    try:
+        pickle.dumps(obj)
+        return True
+    except Exception:  # noqa: BLE001 - any pickling failure means "no"
+        return False
 
 
 def _finite_or_none(v: float) -> float | None:

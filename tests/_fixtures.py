@@ -54,3 +54,18 @@ def random_policy(env_id: str, seed: int = 0, normalize: bool = True) -> Policy:
 
     with tempfile.TemporaryDirectory() as d:
         return load_bundle(random_bundle(Path(d), env_id, seed=seed, normalize=normalize))
+
+
+def linear_controller(w: tuple[float, ...] | list[float] = (-2.0, 0.0)) -> torch.nn.Linear:
+    """``a = w . obs`` (one output, zero bias): a policy whose Jacobian is known exactly."""
+    lin = torch.nn.Linear(len(w), 1)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([list(w)], dtype=torch.float32))
+        lin.bias.zero_()
+    return lin
+
+
+def scripted_controller(path: Path, w: tuple[float, ...] | list[float] = (-2.0, 0.0)) -> str:
+    """:func:`linear_controller` saved as a TorchScript file (a raw-observation policy)."""
+    torch.jit.save(torch.jit.script(torch.nn.Sequential(linear_controller(w))), str(path))
+    return str(path)

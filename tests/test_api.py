@@ -11,6 +11,7 @@ from certrl.cli import main
 from certrl.errors import UsageError
 from certrl.results import load_results
 from tests._custom_env import make_point_mass
+from tests._fixtures import linear_controller
 
 
 def _only_json(d):
@@ -76,16 +77,11 @@ def test_bad_input_raises_before_any_episode():
 
 
 def test_env_factory_and_in_memory_policy(tmp_path):
-    import torch
     from torch import nn
 
     from certrl.policies import Policy
 
-    net = nn.Linear(2, 1)
-    with torch.no_grad():
-        net.weight.copy_(torch.tensor([[-2.0, 0.0]]))
-        net.bias.zero_()
-    pol = Policy(nn.Sequential(net), "linear", 2, act_dim=1)
+    pol = Policy(nn.Sequential(linear_controller()), "linear", 2, act_dim=1)
     res = certrl.evaluate(pol, make_point_mass, episodes=4, workers=2)
     assert res.episodes == 4 and np.all(res.returns > 40)
     spec = certrl.make_env(make_point_mass)
@@ -168,7 +164,6 @@ def test_unpicklable_policy_object_runs_in_this_process(tmp_path):
 def test_in_memory_policies_are_told_apart(tmp_path):
     """A Policy built in code has no file hash: its weights are hashed instead, so two of them
     neither share a results file nor resume each other's journal."""
-    import torch
     from torch import nn
 
     from certrl.pipeline.job import build_job
@@ -176,11 +171,8 @@ def test_in_memory_policies_are_told_apart(tmp_path):
 
     jobs = []
     for w in (-2.0, -1.0):
-        net = nn.Linear(2, 1)
-        with torch.no_grad():
-            net.weight.copy_(torch.tensor([[w, 0.0]]))
-            net.bias.zero_()
-        jobs.append(build_job(Policy(nn.Sequential(net), "linear", 2, act_dim=1),
+        jobs.append(build_job(Policy(nn.Sequential(linear_controller((w, 0.0))), "linear", 2,
+                                     act_dim=1),
                               make_point_mass, episodes=2, workers=1, out=tmp_path))
     a, b = jobs
     assert a.policy.info.sha256 and a.policy.info.sha256 != b.policy.info.sha256

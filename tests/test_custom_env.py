@@ -15,22 +15,9 @@ from certrl.cli import main
 from certrl.envs import EnvError, EnvSpec, resolve_env
 from certrl.results import load_results
 from tests._custom_env import PointMass, make_point_mass
+from tests._fixtures import scripted_controller
 
 ENTRY = "tests._custom_env:PointMass"
-
-
-class _PController(nn.Module):
-    """a = -2 x: drives the point mass to the origin."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lin = nn.Linear(2, 1)
-        with torch.no_grad():
-            self.lin.weight.copy_(torch.tensor([[-2.0, 0.0]]))
-            self.lin.bias.zero_()
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.lin(obs)
 
 
 class _MatmulLogits(nn.Module):
@@ -133,7 +120,7 @@ def test_factories_with_different_arguments_get_different_names(tmp_path):
 ])
 def test_environment_failures_are_exit_2_naming_the_environment(tmp_path, capsys, entry,
                                                                  match):
-    pol = _script(_PController(), tmp_path / "p.pt")
+    pol = scripted_controller(tmp_path / "p.pt")
     for workers in ("1", "2"):
         assert main(["evaluate", pol, "--env", entry, "--episodes", "2", "--workers", workers,
                      "--out", str(tmp_path / "r")]) == 2
@@ -147,7 +134,7 @@ def test_bad_env_kwargs_for_a_class():
 
 
 def test_unknown_bounds_need_reward_bounds_for_certify(tmp_path, capsys):
-    pol = _script(_PController(), tmp_path / "p.pt")
+    pol = scripted_controller(tmp_path / "p.pt")
     args = ["certify", pol, "--env", "tests._custom_env:Unbounded", "--env-kwargs",
             '{"max_episode_steps": 20}', "--episodes", "20", "--no-attack", "--workers", "1",
             "--out", str(tmp_path / "r")]
@@ -163,7 +150,7 @@ def test_unknown_bounds_need_reward_bounds_for_certify(tmp_path, capsys):
 
 def test_cli_evaluate_and_certify_custom_env_with_workers(tmp_path, capsys):
     """Workers (spawned processes) re-import the custom environment's module."""
-    pol = _script(_PController(), tmp_path / "p.pt")
+    pol = scripted_controller(tmp_path / "p.pt")
     out = tmp_path / "r"
     assert main(["evaluate", pol, "--env", ENTRY, "--env-kwargs", '{"start": 0.5}',
                  "--episodes", "6", "--workers", "2", "--out", str(out)]) == 0

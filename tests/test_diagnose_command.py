@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
 import certrl
 from certrl.cli import main
 from certrl.results import load_results
+from tests._fixtures import scripted_controller
 
 
 def _only(d):
@@ -19,28 +18,12 @@ def _only(d):
     return load_results(files[0])
 
 
-def _linear_ts(path, w):
-    class Lin(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.lin = nn.Linear(len(w), 1)
-            with torch.no_grad():
-                self.lin.weight.copy_(torch.tensor([w]))
-                self.lin.bias.zero_()
-
-        def forward(self, obs: torch.Tensor) -> torch.Tensor:
-            return self.lin(obs)
-
-    torch.jit.save(torch.jit.script(Lin()), str(path))
-    return str(path)
-
-
 def test_linear_policy_matches_the_closed_form(tmp_path, capsys):
     """a = -2x + 0.5v on the point mass: J = [-2, 0.5] at every state, so the sensitivity is
     ||W||_2, the fragile direction is W / ||W|| (shares 4/4.25 and 0.25/4.25), it never moves
     (|cos| 1), and the smallest l_inf perturbation moving the action by tol = 0.1 is
     tol / ||W||_1 = 0.04 wherever the action is not clipped."""
-    pol = _linear_ts(tmp_path / "lin.pt", [-2.0, 0.5])
+    pol = scripted_controller(tmp_path / "lin.pt", (-2.0, 0.5))
     entry = "tests._custom_env:PointMass"
     assert main(["diagnose", pol, "--env", entry, "--episodes", "2", "--workers", "1",
                  "--out", str(tmp_path / "r")]) == 0

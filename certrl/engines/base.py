@@ -61,7 +61,7 @@ class EnvBatch:
             obs = self.envs[k].reset(seed=seed)[0]
         except Exception as e:  # noqa: BLE001 - the environment's own code
             raise _env_failure(self.spec, "reset", e) from None
-        return self._check_obs(obs, "reset") if self.spec.custom else obs
+        return self._check_obs(obs, "reset")
 
     def step_arrays(
         self, ks: np.ndarray, actions: np.ndarray

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from certrl.envs import EnvSpec, resolve_env, with_reward_bounds
+from certrl.envs import EnvSpec, picklable, resolve_env, with_reward_bounds
 from certrl.errors import UsageError, positive
 from certrl.policies.base import Policy
 from certrl.runner import Job
@@ -171,7 +171,7 @@ def build_job(
                       "processes (a lambda or local function); running in this process — "
                       "define it at module level for parallel runs", stacklevel=2)
         n_workers = 1
-    if isinstance(policy, Policy) and n_workers > 1 and not _picklable(loaded):
+    if isinstance(policy, Policy) and n_workers > 1 and not picklable(loaded):
         warnings.warn(f"this {loaded.info.format or 'in-memory'} policy cannot be sent to worker "
                       "processes; running in this process — pass its file path instead for "
                       "parallel runs", stacklevel=2)
@@ -207,16 +207,6 @@ def _weights_sha256(policy: Policy) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def _picklable(obj: Any) -> bool:
-    import pickle
-
-    try:
-        pickle.dumps(obj)
-        return True
-    except Exception:  # noqa: BLE001 - TorchScript modules, closures
-        return False
 
 
 def policy_json(job: Job) -> dict[str, Any]:

@@ -6,6 +6,7 @@ the HTML and the PDF show the same numbers in the same order.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from certrl._version import __version__
@@ -433,6 +434,31 @@ def _stress_summary(it: PolicyResults) -> Table | None:
                  "lower end is the gate metric `worst_case_return`.")
 
 
+def _per_policy_section(
+    B: list[Block], items: list[PolicyResults], multi: bool, attr: str, title: str,
+    anchor: str, table: Callable[[PolicyResults], Table],
+    figures: list[tuple[Callable[[PolicyResults, str], F.FigureSpec | None], str]],
+) -> None:
+    """A section of the policies whose results file holds section ``attr`` (``bounds``,
+    ``diagnosis``): per policy its statement, its table and its figures."""
+    having = [it for it in items if getattr(it, attr) is not None]
+    if not having:
+        return
+    B.append(Heading(title, 2, anchor))
+    for it in having:
+        sid = f"{slug(it.label)}-{slug(it.env_id)}"
+        if multi:
+            B.append(Heading(f"{it.label} on {it.env_id}", 3, f"{anchor}-{sid}"))
+        sec = getattr(it, attr) or {}
+        if sec.get("statement"):
+            B.append(Para(str(sec["statement"]), "statement"))
+        B.append(table(it))
+        for draw, suffix in figures:
+            spec = draw(it, f"fig-{sid}-{suffix}")
+            if spec is not None:
+                B.append(Fig(spec))
+
+
 def build_document(items: list[PolicyResults]) -> Document:
     multi = len(items) > 1
     date = report_date(items)
@@ -477,40 +503,16 @@ def build_document(items: list[PolicyResults]) -> Document:
         if ps is not None:
             B.append(Fig(ps))
 
-    # per-step bounds of the deployed policy
-    bounded = [it for it in items if it.bounds is not None]
-    if bounded:
-        B.append(Heading("Per-step bounds of the deployed policy", 2, "bounds"))
-        for it in bounded:
-            sid = f"{slug(it.label)}-{slug(it.env_id)}"
-            if multi:
-                B.append(Heading(f"{it.label} on {it.env_id}", 3, f"bounds-{sid}"))
-            bsec = it.bounds or {}
-            if bsec.get("statement"):
-                B.append(Para(str(bsec["statement"]), "statement"))
-            B.append(_bounds_table(it))
-            for spec in (F.bounds_curve_figure(it, f"fig-{sid}-bounds"),
-                         F.bounds_trace_figure(it, f"fig-{sid}-bounds-trace")):
-                if spec is not None:
-                    B.append(Fig(spec))
-
-    # diagnosis: where and along which directions the policy is fragile
-    diagnosed = [it for it in items if it.diagnosis is not None]
-    if diagnosed:
-        B.append(Heading("Where the policy is fragile", 2, "diagnosis"))
-        for it in diagnosed:
-            sid = f"{slug(it.label)}-{slug(it.env_id)}"
-            if multi:
-                B.append(Heading(f"{it.label} on {it.env_id}", 3, f"diagnosis-{sid}"))
-            dsec = it.diagnosis or {}
-            if dsec.get("statement"):
-                B.append(Para(str(dsec["statement"]), "statement"))
-            B.append(_diagnosis_table(it))
-            for spec in (F.diagnosis_trace_figure(it, f"fig-{sid}-diag-trace"),
-                         F.diagnosis_dimensions_figure(it, f"fig-{sid}-diag-dims"),
-                         F.diagnosis_heatmap_figure(it, f"fig-{sid}-diag-heat")):
-                if spec is not None:
-                    B.append(Fig(spec))
+    # per-step bounds of the deployed policy; where and along which directions it is fragile
+    _per_policy_section(
+        B, items, multi, "bounds", "Per-step bounds of the deployed policy", "bounds",
+        _bounds_table, [(F.bounds_curve_figure, "bounds"),
+                        (F.bounds_trace_figure, "bounds-trace")])
+    _per_policy_section(
+        B, items, multi, "diagnosis", "Where the policy is fragile", "diagnosis",
+        _diagnosis_table, [(F.diagnosis_trace_figure, "diag-trace"),
+                           (F.diagnosis_dimensions_figure, "diag-dims"),
+                           (F.diagnosis_heatmap_figure, "diag-heat")])
 
     # attacks
     B.append(Heading("Attacks", 2, "attacks"))
