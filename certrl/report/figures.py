@@ -69,7 +69,13 @@ class FigureSpec:
 
 def _legend_below(fig: Target, ax: Any, ncols: int = 2,
                   order: Callable[[str], int] | None = None) -> None:
-    handles, labels = ax.get_legend_handles_labels()
+    """One legend below the figure for the labelled artists of ``ax`` (an axes, or a sequence
+    of axes whose entries are joined in order)."""
+    handles, labels = [], []
+    for a in (ax if isinstance(ax, (list, tuple, np.ndarray)) else [ax]):
+        h, lab = a.get_legend_handles_labels()
+        handles += h
+        labels += lab
     if order is not None and handles:
         pairs = sorted(zip(handles, labels, strict=True), key=lambda hl: order(hl[1]))
         handles, labels = [h for h, _ in pairs], [lab for _, lab in pairs]
@@ -241,13 +247,7 @@ def bounds_curve_figure(pr: PolicyResults, fig_id: str) -> FigureSpec | None:
             ax2.set_xlabel(f"per-step budget eps ({nm})")
             ax2.set_ylabel("ℓ∞ action deviation")
             ax2.set_title("certified (upper) vs. PGD (lower) deviation")
-        handles, labels = [], []
-        for a in axes:
-            h, lab = a.get_legend_handles_labels()
-            handles += h
-            labels += lab
-        if handles:
-            fig.legend(handles, labels, loc="outside lower center", ncols=4, frameon=False)
+        _legend_below(fig, list(axes), ncols=4)
 
     cap = (f"{b.get('states', '?'):,} states visited by {b.get('episodes', '?')} clean episodes "
            f"(the evaluate seeds). A state counts as certified when bound propagation proves, "
@@ -315,8 +315,7 @@ def diagnosis_trace_figure(pr: PolicyResults, fig_id: str) -> FigureSpec | None:
                 pts = [(t, v) for t, v in zip(tr["t"], tr["min_perturbation"], strict=True)
                        if v is not None]
                 if pts:
-                    axes[1].plot(*zip(*pts, strict=True), color=c, lw=0.8, marker=".",
-                                 ms=2)
+                    axes[1].plot(*zip(*pts, strict=True), color=c, lw=0.8)
         axes[0].set_ylabel("sensitivity σ₁(∂a/∂s)")
         axes[0].set_title(f"{pr.label}: where in an episode the action is fragile")
         if has_eps:
@@ -327,13 +326,7 @@ def diagnosis_trace_figure(pr: PolicyResults, fig_id: str) -> FigureSpec | None:
             axes[1].set_ylabel(f"smallest {nm} flip found")
             axes[1].set_yscale("log")
         axes[-1].set_xlabel("step")
-        handles, labels = [], []
-        for ax in axes:
-            h, lab = ax.get_legend_handles_labels()
-            handles += h
-            labels += lab
-        if handles:
-            fig.legend(handles, labels, loc="outside lower center", ncols=4, frameon=False)
+        _legend_below(fig, list(axes), ncols=4)
 
     cap = ("Top singular value of the action Jacobian at every step of the first clean "
            "episodes (dashed line and × : termination, e.g. a fall)"
@@ -396,8 +389,10 @@ def diagnosis_heatmap_figure(pr: PolicyResults, fig_id: str) -> FigureSpec | Non
 
     def draw(fig: Target) -> None:
         ax = fig.subplots()
+        # interpolation "none": the SVG keeps the matrix's own pixels (the viewer scales them)
         im = ax.imshow(m, origin="lower", cmap="cividis", vmin=0.0, vmax=1.0,
-                       extent=(steps[0], steps[-1], steps[0], steps[-1]), aspect="auto")
+                       interpolation="none", aspect="auto",
+                       extent=(steps[0], steps[-1], steps[0], steps[-1]))
         ax.grid(False)
         ax.set_xlabel("step")
         ax.set_ylabel("step")
