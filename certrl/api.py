@@ -367,6 +367,7 @@ def certify(
     per_state: bool = False,
     per_state_n: int = 1000,
     fail_under: float | None = None,
+    smoothing_unit: str = "auto",
     seed: int = 0,
     deterministic: bool = True,
     workers: int | None = None,
@@ -389,7 +390,9 @@ def certify(
     Gaussian noise ``sigma`` is ``>= result.lower_bounds[B]``. Needs the environment's per-step
     reward bounds (``reward_bounds=(lo, hi)`` when it does not document them). With
     ``fail_under`` episodes are sampled sequentially and ``result.passed`` is the gate's
-    decision (anytime-valid, error ``<= alpha``).
+    decision (anytime-valid, error ``<= alpha``). On frame-stacked observations (the Atari
+    environments) the noise is drawn once per frame and ``B`` is summed over frames
+    (``smoothing_unit="frame"``, Kumar et al.'s setting; ``"input"``: the whole observation).
     """
     from certrl.pipeline.certify import CertifyOptions, run_certify, save_certify
 
@@ -397,7 +400,7 @@ def certify(
         sigma=sigma, budgets=list(budgets), alpha=alpha, episodes=episodes, space=space,
         band=band, quantiles=list(quantiles), clean_episodes=clean_episodes, attack=attack,
         attack_episodes=attack_episodes, per_state=per_state, per_state_n=per_state_n,
-        fail_under=fail_under)
+        fail_under=fail_under, smoothing_unit=smoothing_unit)
     opts.validate()
     run = _run_kwargs(seed, workers, batch_size, engine, deterministic, env_kwargs,
                       reward_bounds, resume, progress, loader)

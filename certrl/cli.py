@@ -67,17 +67,21 @@ def cmd_envs(args: Any, argv: Sequence[str] | None) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return EXIT_OK
-    head = f"{'alias':<24}{'id':<27}{'obs':>5}  {'action':<12}{'horizon':>8}  " \
+    head = f"{'alias':<24}{'id':<27}{'obs':>8}  {'action':<12}{'horizon':>8}  " \
            f"{'return bounds':<22}{'bounds':<7}{'eps':>7}"
     print(head)
     print("-" * len(head))
     for r in rows:
         a, b = r["return_bounds"]
         eps = "-" if r["default_eps"] is None else f"{r['default_eps']:g}"
-        print(f"{r['alias']:<24}{r['id']:<27}{r['obs_dim'] or '?':>5}  {r['action']:<12}"
+        if r["default_eps"] is not None and abs(r["default_eps"] * 255 - 1) < 1e-9:
+            eps = "1/255"
+        obs = "x".join(map(str, r["obs_shape"])) if r.get("obs_shape") else r["obs_dim"] or "?"
+        print(f"{r['alias']:<24}{r['id']:<27}{obs:>8}  {r['action']:<12}"
               f"{r['horizon']:>8}  {f'[{a:g}, {b:g}]':<22}{r['bounds_kind']:<7}{eps:>7}")
     print("\nAny registered Gymnasium id is accepted too (pass --env-kwargs as JSON). "
-          "eps: default attack budget, l_inf on normalized observations (SA-PPO/ATLA).")
+          "eps: default attack budget, l_inf on normalized observations (SA-PPO/ATLA; Atari: "
+          "[0, 1] pixels, SA-DQN).")
     return EXIT_OK
 
 

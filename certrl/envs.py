@@ -77,6 +77,13 @@ class EnvSpec:
     entry_point: str | None = None
     #: an environment factory given through the API (``None`` otherwise)
     factory: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+    #: frames per observation when the observation is a stack of the last frames, channels
+    #: first (Atari: 4); 0 otherwise. Smoothing noise is then drawn once per *frame*
+    #: (:class:`certrl.smoothing.FrameSmoothing`), as Kumar et al. add it before stacking.
+    frame_stack: int = 0
+    #: every return is a multiple of this (Atari game scores: 1); lets ``certify`` use the
+    #: Clopper-Pearson lattice band when the lattice is small (``None``: not known)
+    return_step: float | None = None
 
     @property
     def custom(self) -> bool:
@@ -139,6 +146,8 @@ class EnvSpec:
         }
         if self.custom:
             out["entry_point"] = self.entry_point or _callable_name(self.factory)
+        if self.frame_stack:
+            out["frame_stack"] = self.frame_stack
         return out
 
 
@@ -320,6 +329,22 @@ def custom_env(target: str | Callable[..., Any], kwargs: dict[str, Any]) -> EnvS
 
 _PENDULUM_LO = -(math.pi**2 + 0.1 * 8.0**2 + 0.001 * 2.0**2)
 
+#: certrl's Gymnasium ids of the Atari variants (:mod:`certrl.atari`; the entry point, and
+#: ale-py, are imported only when one is made): ``id -> (make_atari kwargs, horizon)``.
+ATARI_VARIANTS: dict[str, tuple[dict[str, Any], int]] = {
+    "certrl/Pong-v0": ({"game": "pong"}, 27_000),
+    "certrl/PongOneRound-v0": ({"game": "pong", "one_round": True,
+                                "repeat_action_probability": 0.25}, 27_000),
+    "certrl/Freeway-v0": ({"game": "freeway"}, 27_000),
+    "certrl/Freeway250-v0": ({"game": "freeway", "difficulty": 1,
+                              "repeat_action_probability": 0.25}, 250),
+}
+for _id, (_kw, _steps) in ATARI_VARIANTS.items():
+    if _id not in gym.registry:
+        gym.register(_id, entry_point="certrl.atari:make_atari", kwargs=dict(_kw),
+                     max_episode_steps=_steps, disable_env_checker=True)
+_SADQN = "SA-DQN (Zhang et al. 2020), l_inf on [0, 1] pixels"
+
 _SA = "SA-PPO/ATLA/PA-AD, l_inf on normalized observations"
 
 ALIASES: dict[str, EnvSpec] = {
@@ -347,6 +372,20 @@ ALIASES: dict[str, EnvSpec] = {
             episode_bounds=(-0.1 * 999, 100.0),
         ),
         EnvSpec("pendulum", "Pendulum-v1", 200, (_PENDULUM_LO, 0.0), "exact", None),
+        EnvSpec("pong", "certrl/Pong-v0", 27_000, (-1.0, 1.0), "exact", 1 / 255, _SADQN,
+                notes="Atari Pong, a full game (first to 21); SB3 AtariWrapper preprocessing, "
+                "4 stacked 84x84 frames", episode_bounds=(-21.0, 21.0), frame_stack=4,
+                return_step=1.0),
+        EnvSpec("pong-one-round", "certrl/PongOneRound-v0", 27_000, (0.0, 1.0), "exact",
+                1 / 255, _SADQN, notes="Kumar et al.'s one-round Pong: sticky actions 0.25, the "
+                "episode ends at the first point, return 1 if the agent scores it, else 0",
+                episode_bounds=(0.0, 1.0), frame_stack=4, return_step=1.0),
+        EnvSpec("freeway", "certrl/Freeway-v0", 27_000, (0.0, 1.0), "exact", 1 / 255, _SADQN,
+                notes="Atari Freeway, a full game (2 min 16 s); one point per crossing",
+                frame_stack=4, return_step=1.0),
+        EnvSpec("freeway-250", "certrl/Freeway250-v0", 250, (0.0, 1.0), "exact", 1 / 255,
+                _SADQN, notes="Kumar et al.'s Freeway: hard difficulty, sticky actions 0.25, "
+                "250 agent steps", frame_stack=4, return_step=1.0),
     ]
 }
 _BY_ID = {s.gym_id: s for s in ALIASES.values()}
@@ -474,7 +513,10 @@ def env_table() -> list[dict[str, Any]]:
         row = spec.to_json()
         try:
             env = spec.make()
-            row["obs_dim"] = int(env.observation_space.shape[0])  # type: ignore[index]
+            shape = tuple(int(d) for d in env.observation_space.shape)  # type: ignore[union-attr]
+            row["obs_dim"] = int(np.prod(shape))
+            if len(shape) > 1:
+                row["obs_shape"] = list(shape)
             space = env.action_space
             row["action"] = (
                 f"Discrete({space.n})" if isinstance(space, gym.spaces.Discrete)

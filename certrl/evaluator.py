@@ -229,7 +229,10 @@ class BlockDraws:
             raise ValueError(f"kind must be 'normal' or 'uniform', got {kind!r}")
         self.shape = tuple(int(s) for s in shape)
         self.kind = kind
-        self.block = int(block)
+        # wide draws (pixel observations: 28,224 per row) take fewer steps per block, so the
+        # buffer stays within ~64 MB; the numbers are the same whatever the block
+        per_step = 4 * max(1, int(width)) * max(1, int(np.prod(self.shape)))
+        self.block = max(1, min(int(block), (64 << 20) // per_step))
         self.buf = np.empty((width, self.block, *self.shape), dtype=np.float32)
         self.pos = np.full(width, self.block, dtype=np.int64)  # == block: buffer empty
         self.gens: list[np.random.Generator | None] = [None] * width

@@ -13,7 +13,8 @@ ROOT = Path(certrl.__file__).resolve().parent
 
 #: layer of each module, by longest matching prefix; a module may import its own layer or below
 LAYERS: dict[str, int] = {
-    "certrl._version": 0, "certrl.errors": 0, "certrl.envs": 0, "certrl.policies": 0,
+    "certrl._version": 0, "certrl.errors": 0, "certrl.envs": 0, "certrl.atari": 0,
+    "certrl.policies": 0,
     "certrl.stats": 0, "certrl.certificates": 0,
     "certrl.engines": 1, "certrl.evaluator": 1,
     "certrl.smoothing": 2, "certrl.attacks": 2, "certrl.backends": 2, "certrl.backends_ray": 2,

@@ -310,7 +310,7 @@ class EnvBatch:
         s = np.random.SeedSequence(self.seed, spawn_key=(self.count,))
         self.count += 1
         o, _ = self.envs[k].reset(seed=int(s.generate_state(1, dtype=np.uint32)[0]))
-        return np.asarray(o, dtype=np.float64)
+        return np.asarray(o, dtype=np.float64).reshape(-1)  # pixel stacks: flat rows
 
     def step(
         self, actions: np.ndarray, discrete: bool
@@ -326,6 +326,7 @@ class EnvBatch:
         for k, env in enumerate(self.envs):
             a = int(actions[k]) if discrete else actions[k]
             o, r, te, tr, _ = env.step(a)
+            o = np.asarray(o).reshape(-1)
             nxt[k] = o
             rew[k] = float(r)
             term[k], trunc[k] = bool(te), bool(tr)

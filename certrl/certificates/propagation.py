@@ -252,6 +252,12 @@ def _walk(module: nn.Module, out: list[Layer]) -> None:
         out.append(Layer("clamp", lo=lo, hi=hi))
     elif isinstance(module, nn.Identity):
         pass
+    elif isinstance(module, (nn.Conv2d, nn.Unflatten)):
+        raise BoundError(
+            "bound propagation supports MLP policies; this is a pixel (CNN) policy, whose "
+            "convolutions it does not propagate yet: certify it with `certrl certify` "
+            "(smoothing) and measure it with `certrl attack`"
+        )
     else:
         raise BoundError(
             f"bound propagation supports MLP policies ({_SUPPORTED}); this policy has "

@@ -39,7 +39,13 @@ def register(sub: Any) -> None:
                    help="smoothing noise std (default 0.2), in --space units")
     p.add_argument("--space", choices=["auto", "normalized", "raw"], default="auto",
                    help="observation space of the noise and of the budget (default: normalized "
-                   "when the policy has normalization statistics, else raw)")
+                   "when the policy has normalization statistics, else raw; pixel policies: "
+                   "[0, 1] pixels)")
+    p.add_argument("--smoothing-unit", choices=["auto", "frame", "input"], default="auto",
+                   help="frame: noise once per frame of a frame-stacked observation, and the "
+                   "budget B summed over frames (Kumar et al.'s Atari setting); input: fresh "
+                   "noise on the whole observation every step; auto (default): frame on the "
+                   "Atari environments, else input")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--budgets", default=None,
                    help="comma-separated episode l2 budgets B (default 0,0.05,0.1,0.2,0.4)")
@@ -88,6 +94,7 @@ def options_from_args(args: argparse.Namespace) -> CertifyOptions:
         clean_episodes=args.clean_episodes, attack=not args.no_attack,
         attack_episodes=args.attack_episodes, per_state=args.per_state,
         per_state_n=args.per_state_n, fail_under=args.fail_under,
+        smoothing_unit=args.smoothing_unit,
     )
 
 
@@ -190,11 +197,14 @@ def _print_report(job: Any, sec: dict[str, Any], eval_sec: dict[str, Any],
     if thr and thr["comparable"] and sec["budgets"]:
         big = sec["budgets"][-1]["budget"]
         need = thr["episode_l2_equivalent"]
+        steps = thr.get("steps", sec["horizon"])
+        which = f"all {steps}" if steps == sec["horizon"] else f"the mean episode's {steps}"
+        hint = "" if (sec.get("smoothing") or {}).get("unit") == "frame" else (
+            f" For per-step certificates at eps {thr['eps']:g}: certrl bound")
         print(f"threat scale: the attacks' l_inf eps {thr['eps']:g} per step ({thr['source']}) "
-              f"on all {sec['horizon']} steps is an episode l2 budget of {need:,.2f}; the "
-              f"largest certified B = {big:g} is {big / need:.1%} of it (a per-step l_inf "
-              f"eps of {sec['budgets'][-1]['per_step_linf_eps']:.5f} on every step). For "
-              f"per-step certificates at eps {thr['eps']:g}: certrl bound")
+              f"on {which} steps is an episode l2 budget of {need:,.2f}; the largest certified "
+              f"B = {big:g} is {big / need:.1%} of it (a per-step l_inf eps of "
+              f"{big / (need / thr['eps']):.5f} on every step).{hint}")
     print(f"certified return >= lower bound a = {sec['reward_lower_bound']:g} "
           f"({sec['bounds_kind']} per-step reward bounds {sec['step_reward_bounds']}); "
           f"{_band_text(sec['band'])}")

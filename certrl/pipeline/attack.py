@@ -351,7 +351,7 @@ def run_attack(job: Job, opts: AttackOptions,
 
 def _run_attack(job: Job, opts: AttackOptions, log: Callable[[str], None]) -> AttackOutcome:
     from certrl.runner import returns_array, run_section
-    from certrl.smoothing import GaussianSmoothing, resolve_space
+    from certrl.smoothing import resolve_space, smoothing_hook
 
     registry = load_registry()
     names = opts.validate(registry)
@@ -372,7 +372,8 @@ def _run_attack(job: Job, opts: AttackOptions, log: Callable[[str], None]) -> At
     threat = _threat(opts, eps, policy, spec, space)
     cache_dir = opts.cache_dir if opts.cache_dir is not None else str(
         job.results_file.parent / ".cache")
-    smoothing = (GaussianSmoothing(opts.smoothing_sigma, space)
+    # the smoothed policy as certify defines it (noise per frame on Atari)
+    smoothing = (smoothing_hook(opts.smoothing_sigma, space, spec)
                  if opts.smoothing_sigma is not None else None)
     smooth_hooks = [smoothing] if smoothing is not None else []
     n = opts.episodes

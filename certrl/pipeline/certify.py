@@ -70,6 +70,9 @@ class CertifyOptions:
     per_state: bool = False
     per_state_n: int = 1000
     fail_under: float | None = None
+    #: ``auto``: per frame on frame-stacked observations (Atari, Kumar et al.), else on the
+    #: whole observation; ``frame`` / ``input`` force one (see :func:`smoothing_hook`)
+    smoothing_unit: str = "auto"
 
     def validate(self) -> tuple[list[float], list[float]]:
         """Raise :class:`UsageError` for an option out of range; returns the sorted, distinct
@@ -123,7 +126,7 @@ def run_certify(job: Job, opts: CertifyOptions,
     from certrl.certificates.bands import survival_band
     from certrl.certificates.returns import expected_return_from_band
     from certrl.runner import returns_array, run_section
-    from certrl.smoothing import GaussianSmoothing, PerStateCertifier, resolve_space
+    from certrl.smoothing import FrameSmoothing, PerStateCertifier, resolve_space, smoothing_hook
 
     budgets, quantiles = opts.validate()
     if not job.spec.bounds_known:
@@ -152,8 +155,10 @@ def run_certify(job: Job, opts: CertifyOptions,
     horizon = job.spec.horizon
 
     upto = "up to " if opts.fail_under is not None else ""
+    frames = ", noise per frame" if job.spec.frame_stack and opts.smoothing_unit != "input" \
+        else ""
     log(f"certrl: certifying {job.label} on {job.spec.gym_id}: sigma={opts.sigma:g} "
-        f"({space} observations), {upto}{m} smoothed episodes, alpha={opts.alpha:g}, "
+        f"({space} observations{frames}), {upto}{m} smoothed episodes, alpha={opts.alpha:g}, "
         f"{job.workers} worker(s)")
 
     # 1. unsmoothed clean return on the same episode seeds
@@ -162,7 +167,15 @@ def run_certify(job: Job, opts: CertifyOptions,
     eval_sec = evaluation_section(job, clean, clean_stats)
 
     # 2. smoothed clean episodes
-    smoothing = GaussianSmoothing(opts.sigma, space)
+    try:
+        smoothing = smoothing_hook(opts.sigma, space, job.spec, opts.smoothing_unit)
+    except ValueError as e:
+        raise UsageError(f"--smoothing-unit {opts.smoothing_unit}: {e}") from None
+    per_frame = isinstance(smoothing, FrameSmoothing)
+    if per_frame and opts.per_state:
+        raise UsageError("--per-state certifies the whole observation at each step: use it with "
+                         "--smoothing-unit input (per-frame smoothing reuses older frames' noise)")
+    unit_size = policy.obs_dim // smoothing.frame_stack if per_frame else policy.obs_dim
     hooks: list[Any] = [smoothing]
     if opts.per_state:
         hooks = [PerStateCertifier(opts.sigma, space, n=opts.per_state_n, alpha=0.001), smoothing]
@@ -202,7 +215,7 @@ def run_certify(job: Job, opts: CertifyOptions,
         rows.append({
             "budget": b,
             "per_step_eps": b / math.sqrt(horizon),
-            "per_step_linf_eps": b / math.sqrt(horizon * policy.obs_dim),
+            "per_step_linf_eps": b / math.sqrt(horizon * unit_size),
             "expected_return_lower_bound": float(bound),
             "percentile_lower_bounds": {f"{q:g}": float(v) for q, v in pct.items()},
             "attack": None,
@@ -210,7 +223,12 @@ def run_certify(job: Job, opts: CertifyOptions,
 
     # 4. the best attack we have on the smoothed policy, at the same budgets
     attack_note = ""
-    if opts.attack:
+    if opts.attack and per_frame:
+        attack_note = ("no attack beside these certificates: the episode-budget attack perturbs "
+                       "whole observations, outside their per-frame threat model (`certrl "
+                       "attack` runs the per-step attacks on the stacked input; "
+                       "--smoothing-unit input certifies that threat model instead)")
+    elif opts.attack:
         attack_note = _attack_budgets(opts, job, space, rows, horizon)
 
     # 5. per-state certified radii
@@ -220,7 +238,7 @@ def run_certify(job: Job, opts: CertifyOptions,
 
     largest = rows[-1]
     statement = _statement(opts.alpha, largest["budget"], largest["expected_return_lower_bound"],
-                           space)
+                           space, per_frame)
     gate = None
     if seq is not None:
         gate = {"threshold": opts.fail_under, "budget": largest["budget"],
@@ -231,6 +249,9 @@ def run_certify(job: Job, opts: CertifyOptions,
     section = {
         "sigma": opts.sigma,
         "space": space,
+        "smoothing": {"unit": "frame" if per_frame else "input",
+                      "frame_stack": smoothing.frame_stack if per_frame else None,
+                      "values_per_unit": unit_size},
         "alpha": opts.alpha,
         "episodes": m_used,
         "seed": job.seed,
@@ -247,8 +268,8 @@ def run_certify(job: Job, opts: CertifyOptions,
         "band": band,
         "band_comparison": compare,
         "survival": survival,
-        "attack_threat": attack_threat(job.spec, horizon, policy.obs_dim, space,
-                                       policy.obs_norm is None),
+        "attack_threat": attack_threat(job.spec, _threat_steps(job.spec, smoothed), unit_size,
+                                       space, policy.obs_norm is None),
         "clean_smoothed": {"summary": returns_summary(raw_returns, job.seed)},
         "clean_unsmoothed": {"summary": eval_sec["summary"], "episodes": n_clean},
         "budgets": rows,
@@ -304,14 +325,24 @@ def return_lattice(spec: Any) -> np.ndarray | None:
 
     That is the case when the per-step reward is a known constant ``r != 0`` (``exact`` bounds
     with ``lo == hi``: CartPole +1, MountainCar -1): the return is ``r`` times the episode
-    length. The grid depends on the environment only, never on the sample, as the Bonferroni
+    length; and when the environment declares integer scores (``EnvSpec.return_step``: Atari)
+    on a short lattice (at most 64 thresholds: Pong, one-round Pong). The grid depends on the
+    environment only, never on the sample, as the Bonferroni
     correction of :func:`~certrl.certificates.expected_return_certificate_cp` requires; no
     return falls strictly between two thresholds, so the grid loses nothing.
     """
     lo, hi = spec.step_reward_bounds
+    lower, upper = spec.return_bounds
+    step = getattr(spec, "return_step", None)
+    if spec.bounds_kind == "exact" and step and lo != hi:
+        # integer game scores (Atari): the lattice lower + k * step; worth a Bonferroni
+        # correction only while it is short (Pong: 42 thresholds, one-round Pong: 2)
+        k = int(round((upper - lower) / step))
+        if 1 <= k <= 64 and abs(lower + k * step - upper) < 1e-9:
+            return lower + step * np.arange(1, k + 1, dtype=float)
+        return None
     if spec.bounds_kind != "exact" or lo != hi or lo == 0:
         return None
-    lower, upper = spec.return_bounds
     k = int(round((upper - lower) / abs(lo)))
     if k < 1 or k > 100_000:
         return None
@@ -387,15 +418,27 @@ def attack_threat(spec: Any, horizon: int, obs_dim: int, space: str,
     if not eps:
         return None
     return {"eps": float(eps), "norm": "linf", "space": "normalized",
-            "source": getattr(spec, "eps_source", ""),
+            "source": getattr(spec, "eps_source", ""), "steps": int(horizon),
             "episode_l2_equivalent": float(eps) * math.sqrt(obs_dim * horizon),
             "comparable": space == "normalized" or normalized_is_raw}
 
 
-def _statement(alpha: float, budget: float, value: float, space: str) -> str:
+def _threat_steps(spec: Any, results: list[Any]) -> int:
+    """Steps the per-step attack budget is spread over in ``attack_threat``: the horizon, or
+    on the Atari games, whose horizon is only ALE's 27,000-step cap, the mean episode length
+    (one-round Pong: a few hundred steps)."""
+    if not results or not spec.frame_stack:
+        return int(spec.horizon)
+    mean_len = float(np.mean([r.length for r in results]))
+    return min(int(spec.horizon), max(1, int(math.ceil(mean_len))))
+
+
+def _statement(alpha: float, budget: float, value: float, space: str,
+               per_frame: bool = False) -> str:
+    what = "each new frame" if per_frame else "observations"
     return (
         f"With probability >= {100 * (1 - alpha):g}% over certrl's sampling, for every "
-        f"adversary that perturbs observations adaptively with total l2 norm <= {budget:g} over "
+        f"adversary that perturbs {what} adaptively with total l2 norm <= {budget:g} over "
         f"the episode ({space} observation space), the smoothed policy's expected return is "
         f">= {value:,.2f}."
     )

@@ -115,7 +115,8 @@ def linear_layer(weight: Tensor, bias: Tensor) -> nn.Linear:
 
 def rebuild(policy: Policy, **changes: Any) -> Policy:
     """A new :class:`Policy` sharing ``policy``'s network, with some constructor arguments
-    changed (``obs_norm``, ``info``, ``head`` + ``n_actions`` ...)."""
+    changed (``obs_norm``, ``info``, ``head`` + ``n_actions`` ...); a pixel policy keeps its
+    ``obs_shape``."""
     kw: dict[str, Any] = {
         "net": policy.net,
         "head": policy.head,
@@ -125,6 +126,7 @@ def rebuild(policy: Policy, **changes: Any) -> Policy:
         "state_dependent_std": policy.state_dependent_std,
         "obs_norm": policy.obs_norm,
         "info": policy.info,
+        "obs_shape": policy.obs_shape,
     }
     if policy.discrete:
         kw["n_actions"] = policy.n_actions

@@ -72,8 +72,24 @@ class ObsNormalization:
     """Frozen observation statistics: ``clip((obs - mean) / sqrt(var + epsilon), -clip, clip)``.
 
     This is SB3 ``VecNormalize`` / gymnasium ``NormalizeObservation`` arithmetic; ``clip`` may be
-    ``inf`` for no clipping.
+    ``inf`` for no clipping. ``mean`` and ``var`` have one entry per observation, or a single
+    entry shared by all of them (:meth:`pixels`: image policies divide by 255).
     """
+
+    @staticmethod
+    def pixels(scale: float = 255.0) -> ObsNormalization:
+        """``obs / scale`` exactly (mean 0, ``sqrt(var + epsilon) == scale``, no clipping): the
+        ``[0, 255] -> [0, 1]`` step SB3's ``preprocess_obs`` and CleanRL's ``x / 255.0`` apply
+        inside image policies. The normalized space is then the ``[0, 1]`` pixel space the
+        smoothing and attack literature on Atari states its sigma and budgets in."""
+        return ObsNormalization(mean=np.zeros(1), var=np.full(1, float(scale) ** 2),
+                                clip=float("inf"), epsilon=0.0)
+
+    @property
+    def is_pixel_scale(self) -> bool:
+        """Whether this is :meth:`pixels` (one shared scale, zero mean, no clip)."""
+        return (np.asarray(self.mean).size == 1 and float(np.asarray(self.mean).ravel()[0]) == 0
+                and not np.isfinite(self.clip))
 
     mean: np.ndarray
     var: np.ndarray
@@ -167,6 +183,9 @@ class Policy(nn.Module):
         squash: tanh-squash then rescale (SAC).
         obs_norm: frozen observation statistics, or ``None``.
         info: provenance (format, path, SHA-256 ...).
+        obs_shape: the unflattened observation shape of a pixel policy (channels first, e.g.
+            ``(4, 84, 84)``; ``obs_dim`` is its product and rows hold the values in C, H, W
+            order), or ``None`` for vector observations.
     """
 
     def __init__(
@@ -184,6 +203,7 @@ class Policy(nn.Module):
         obs_norm: ObsNormalization | None = None,
         info: PolicyInfo | None = None,
         act_dim: int | None = None,
+        obs_shape: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
         if head not in HEADS:
@@ -191,6 +211,13 @@ class Policy(nn.Module):
         self.net = net
         self.head: str = head
         self.obs_dim = int(obs_dim)
+        self.obs_shape: tuple[int, ...] | None = None
+        if obs_shape is not None:
+            self.obs_shape = tuple(int(v) for v in obs_shape)
+            if int(np.prod(self.obs_shape)) != self.obs_dim:
+                raise PolicyError(
+                    f"observation shape {self.obs_shape} does not have {self.obs_dim} entries"
+                )
         self.squash = bool(squash)
         self.state_dependent_std = bool(state_dependent_std)
         self.discrete = head in ("categorical", "qvalues")
@@ -229,10 +256,10 @@ class Policy(nn.Module):
         if obs_norm is not None:
             mean = np.asarray(obs_norm.mean, dtype=np.float64).ravel()
             var = np.asarray(obs_norm.var, dtype=np.float64).ravel()
-            if mean.size != self.obs_dim or var.size != self.obs_dim:
+            if mean.size not in (1, self.obs_dim) or var.size != mean.size:
                 raise PolicyError(
-                    f"observation statistics have size {mean.size}, the policy expects "
-                    f"{self.obs_dim} observations"
+                    f"observation statistics have size {mean.size} / {var.size}, the policy "
+                    f"expects {self.obs_dim} observations (or one shared value: pixels)"
                 )
             self.register_buffer("_mu", torch.as_tensor(mean, dtype=torch.float32))
             self.register_buffer(
@@ -383,6 +410,8 @@ class Policy(nn.Module):
             "normalization": self.obs_norm.to_json() if self.obs_norm else None,
             "parameters": int(sum(p.numel() for p in self.parameters())),
         }
+        if self.obs_shape is not None:
+            d["obs_shape"] = list(self.obs_shape)
         if self.discrete:
             d["n_actions"] = self.n_actions
         else:

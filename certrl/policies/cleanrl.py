@@ -15,7 +15,17 @@ keys                                   network                                  
 ``fc1``, ``fc2``, ``fc_mean``,         SAC: ReLU; log-std ``tanh`` mapped onto      gaussian +
 ``fc_logstd``                          ``[-5, 2]``; tanh then scale / bias          squash
 ``network.{0,2,4}``                    DQN: ReLU MLP                               qvalues
+``network.{0,2,4}`` convs, ``7``, ``9``  ``dqn_atari.py``: NatureCNN on ``x / 255``   qvalues
+``network.{0,2,4,7}`` + ``actor``      ``ppo_atari.py``: NatureCNN, ``actor`` on     categorical
+(+ ``critic``)                         ``network(x / 255)``
 =====================================  ==========================================  ===========
+
+The Atari networks are pixel policies (:mod:`certrl.policies.cnn`): the ``/ 255`` becomes the
+policy's :meth:`ObsNormalization.pixels`, and the observation shape is the environment's image
+space when the loader is given it (``(4, 84, 84)`` for CleanRL's ``FrameStack(4)``), else the
+smallest square frames that fit the first dense layer (84 x 84 for NatureCNN). Convolution
+strides are not in a state dict: only NatureCNN's shapes (strides 4, 2, 1) are accepted.
+Distributional (C51, ``atoms``) and recurrent (LSTM) agents are refused.
 
 CleanRL does not save its observation normalization (``gym.wrappers.NormalizeObservation``
 statistics live in the training env and are lost): pass them with ``--obs-stats stats.npz``
@@ -48,6 +58,16 @@ from certrl.policies._nets import (
     mlp_from_linears,
 )
 from certrl.policies.base import ObsNormalization, Policy, PolicyError, PolicyInfo, sha256_file
+from certrl.policies.cnn import (
+    check_dense_chain,
+    check_image_shape,
+    conv_weights,
+    infer_image_shape,
+    nature_cnn_strides,
+    pixel_details,
+    pixel_sequential,
+    space_image_shape,
+)
 
 
 def _first_line(e: BaseException) -> str:
@@ -62,7 +82,17 @@ def _is_state_dict(obj: Any) -> bool:
 
 def cleanrl_kind(state: dict[str, Tensor]) -> str | None:
     """Which CleanRL actor a state dict holds (``ppo_continuous``, ``ppo_discrete``, ``td3``,
-    ``sac``, ``dqn``), or ``None``."""
+    ``sac``, ``dqn``, ``dqn_atari``, ``ppo_atari``; ``c51`` and ``lstm`` are recognised to be
+    refused), or ``None``."""
+    net0 = state.get("network.0.weight")
+    if net0 is not None and "atoms" in state:
+        return "c51"
+    if net0 is not None and net0.ndim == 4:
+        if any(k.startswith("lstm.") for k in state):
+            return "lstm"
+        if "actor.weight" in state:
+            return "ppo_atari"
+        return "dqn_atari"
     if "actor_mean.0.weight" in state and "actor_logstd" in state:
         return "ppo_continuous"
     if "fc1.weight" in state and "fc_mu.weight" in state:
@@ -99,14 +129,56 @@ def pick_actor_state(obj: Any) -> dict[str, Tensor] | None:
     return None
 
 
-def policy_from_cleanrl_state(state: dict[str, Tensor], path: Path) -> Policy:
-    """Rebuild a CleanRL actor from its state dict (see the module docstring)."""
+def _atari_policy(state: dict[str, Tensor], kind: str, where: str, info: PolicyInfo,
+                  observation_space: Any) -> Policy:
+    """``dqn_atari.py``'s ``QNetwork`` or ``ppo_atari.py``'s ``Agent`` (actor only)."""
+    pat = re.compile(r"network\.(\d+)\.weight$")
+    idx = sorted(int(m.group(1)) for k in state if (m := pat.match(k)))
+    conv_idx = [i for i in idx if state[f"network.{i}.weight"].ndim == 4]
+    dense_idx = [i for i in idx if i not in conv_idx]
+    if not dense_idx or max(conv_idx) > min(dense_idx):
+        raise PolicyError(f"{where}: network.* is not convolutions followed by dense layers")
+    convs = conv_weights(state, [f"network.{i}" for i in conv_idx], where)
+    strides = nature_cnn_strides(convs, where)
+    dense_layers = linears(state, [f"network.{i}" for i in dense_idx], where)
+    if kind == "ppo_atari":
+        dense_layers += linears(state, ["actor"], where)
+    dense = [(w, b, "relu") for w, b in dense_layers[:-1]]
+    dense.append((dense_layers[-1][0], dense_layers[-1][1], None))
+    n_flat = int(dense[0][0].shape[1])
+    check_dense_chain(n_flat, dense, where)
+    env_shape = space_image_shape(observation_space)
+    if env_shape is not None:
+        shape = check_image_shape(env_shape, convs, strides, n_flat, where, "environment's")
+        source = "environment"
+    else:
+        shape = infer_image_shape(convs, strides, n_flat, where)
+        source = f"inferred from the network (square {shape[1]} x {shape[2]} frames)"
+    info.details.update(pixel_details(shape, "NatureCNN", True, source))
+    net = pixel_sequential(shape, convs, strides, dense)
+    head = "categorical" if kind == "ppo_atari" else "qvalues"
+    return Policy(net, head, int(np.prod(shape)), n_actions=int(dense[-1][0].shape[0]),
+                  obs_norm=ObsNormalization.pixels(), obs_shape=shape, info=info)
+
+
+def policy_from_cleanrl_state(state: dict[str, Tensor], path: Path,
+                              observation_space: Any = None) -> Policy:
+    """Rebuild a CleanRL actor from its state dict (see the module docstring);
+    ``observation_space``: the environment's, when known (the frame shape of Atari agents)."""
     where = str(path)
     kind = cleanrl_kind(state)
     info = PolicyInfo(format="cleanrl", path=str(path), sha256=sha256_file(path),
                       algorithm={"ppo_continuous": "PPO", "ppo_discrete": "PPO", "td3": "TD3/DDPG",
-                                 "sac": "SAC", "dqn": "DQN"}.get(kind or "", ""),
+                                 "sac": "SAC", "dqn": "DQN", "dqn_atari": "DQN",
+                                 "ppo_atari": "PPO"}.get(kind or "", ""),
                       details={"cleanrl_actor": kind})
+    if kind in ("c51", "lstm"):
+        what = ("a distributional C51 agent (atoms): its Q-values are expectations over atoms"
+                if kind == "c51" else "a recurrent (LSTM) Atari agent")
+        raise PolicyError(f"{where}: {what}, which certrl does not load; supported CleanRL "
+                          "agents are PPO, DQN, TD3/DDPG, SAC and the Atari DQN / PPO")
+    if kind in ("dqn_atari", "ppo_atari"):
+        return _atari_policy(state, kind, where, info, observation_space)
     if kind == "ppo_continuous":
         layers = linears(state, linear_keys(state, "actor_mean."), where)
         act_dim = int(layers[-1][0].shape[0])
@@ -206,7 +278,7 @@ def load_torch_file(path: str | Path, *, unsafe_pickle: bool = False,
             "expected a CleanRL state dict (actor_mean.* + actor_logstd, fc1/fc2/fc_mu, network.*)"
             " or a whole module (with --unsafe-pickle)"
         )
-    return policy_from_cleanrl_state(state, path)
+    return policy_from_cleanrl_state(state, path, observation_space)
 
 
 def _unsafe_load(path: Path) -> Any:

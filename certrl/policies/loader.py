@@ -140,8 +140,11 @@ def load_policy(
     archive, certrl bundle manifest (or its ``.safetensors``), ``torch.save`` checkpoint
     (CleanRL state dict; a pickled module needs ``unsafe_pickle``). Continuous policies whose
     file does not record the action bounds take them from the environment in
-    :func:`~certrl.policies.validate_spaces`. Raises :class:`PolicyError` with a one-line
-    message for anything unreadable.
+    :func:`~certrl.policies.validate_spaces`. Pixel (Atari CNN) policies (SB3 ``CnnPolicy``,
+    CleanRL's Atari agents, TorchScript / ONNX modules on image spaces) take flattened
+    ``[B, C*H*W]`` raw frames, scale them by 1/255 in their normalization and record
+    ``Policy.obs_shape`` (see :mod:`certrl.policies.cnn`). Raises :class:`PolicyError` with a
+    one-line message for anything unreadable.
     """
     path = resolve_spec(spec)
     if fmt is not None and fmt not in FORMATS:
@@ -209,6 +212,13 @@ def load_policy(
         files.append(stats_file)
         policy.info.sha256 = sha256_file(*files)
     if norm is not None:
+        if policy.obs_norm is not None and policy.obs_shape is not None and \
+                policy.obs_norm.is_pixel_scale:
+            raise PolicyError(
+                f"{path}: a pixel policy (it scales its {policy.obs_shape} frames by 1/255 "
+                "itself); observation statistics on image frames are not supported — do not "
+                "pass --vecnormalize / --obs-stats"
+            )
         if policy.has_normalization:
             raise PolicyError(
                 f"{path}: the policy already normalizes its observations; do not pass "
@@ -240,6 +250,8 @@ def policy_summary(policy: Policy) -> dict[str, Any]:
         "head": policy.head,
         "obs_dim": policy.obs_dim,
     }
+    if policy.obs_shape is not None:
+        out["obs_shape"] = list(policy.obs_shape)
     if policy.discrete:
         out["n_actions"] = policy.n_actions
     else:

@@ -7,12 +7,14 @@ attacks get gradients and bound propagation gets layers. Weights in external dat
 dynamo exporter writes ``<name>.onnx.data`` beside the model) are read only from files in the
 model's own folder, and are part of the policy's SHA-256.
 
-Accepted graphs: one float input ``[B, obs_dim]``; the *first* graph output is the action,
+Accepted graphs: one float input ``[B, obs_dim]`` (or ``[B, C, H, W]`` images: see *Pixel
+policies* below); the *first* graph output is the action,
 and the other outputs (SB3's values and log-probabilities) are dropped with everything only
 they need. The op set is that of MLP policies as exported by ``torch.onnx.export`` (both
 exporters) and by the Stable-Baselines3 export guide (``OnnxableSB3Policy``): see
-:data:`SUPPORTED_OPS`. Anything else (convolutions, control flow, custom domains) is refused
-with a one-line :class:`PolicyError` naming the op.
+:data:`SUPPORTED_OPS` (plus :data:`PIXEL_OPS` on image inputs). Anything else (convolutions
+on vector inputs, control flow, custom domains) is refused with a one-line
+:class:`PolicyError` naming the op.
 
 Heads (what the first output means):
 
@@ -42,6 +44,20 @@ applied as ``/ (1 / inv_std)``, equal up to float32 rounding), so certrl knows t
 space; otherwise the whole graph is the network and the policy acts on raw observations (SB3
 ``VecNormalize`` statistics outside the graph are then given with ``--vecnormalize``).
 
+Pixel policies: when the environment's observation space is an image (a ``Box`` with three
+dimensions ``(C, H, W)``, given to the loader) and the graph input is ``[B, C, H, W]``, the graph
+is taken to be called on raw ``[0, 255]`` frames (the usual export of an SB3 / CleanRL Atari
+policy, which divides by 255 inside). The policy then follows certrl's pixel convention
+(:mod:`certrl.policies.cnn`): its normalization is :meth:`ObsNormalization.pixels`
+(``x / 255``) and ``policy.net`` takes flattened ``[B, C*H*W]`` rows in ``[0, 1]``, computing
+``graph(x.reshape(B, C, H, W) * 255)``. Image graphs may also use ``Conv`` (2-D: strides, pads,
+dilations, group, ``auto_pad``) and ``MaxPool`` (:data:`PIXEL_OPS`). A chain
+``[Div / Mul by a constant] -> Conv / activation / MaxPool ... -> Flatten or Reshape -> MLP``
+becomes ``nn.Sequential(nn.Unflatten(1, (C, H, W)), nn.Conv2d, nn.ReLU, ..., nn.Flatten(),
+nn.Linear, ...)`` (the ``* 255`` and the graph's own scaling are folded into the first layer),
+checked numerically against the graph; anything else runs in the interpreter. Without an image
+observation space an image input is refused.
+
 Structure: chains of ``Gemm`` / ``MatMul`` + ``Add`` / elementwise affine ops and elementwise
 activations become ``nn.Sequential(nn.Linear, nn.Tanh, ...)``, which ``certrl bound`` accepts;
 the chain is checked numerically against the graph (relative 1e-4: merged affine ops round
@@ -70,9 +86,16 @@ from certrl.policies.base import (
     PolicyInfo,
     sha256_file,
 )
+from certrl.policies.cnn import (
+    PIXEL_SCALE,
+    ImageInput,
+    format_shape,
+    pixel_details,
+    space_image_shape,
+)
 from certrl.policies.torchscript import space_is_discrete, space_obs_dim
 
-__all__ = ["SUPPORTED_OPS", "OnnxGraphModule", "is_onnx_file", "load_onnx"]
+__all__ = ["PIXEL_OPS", "SUPPORTED_OPS", "OnnxGraphModule", "is_onnx_file", "load_onnx"]
 
 _INSTALL = "pip install onnx (or pip install certrl[onnx])"
 
@@ -525,6 +548,85 @@ _OPS["ArgMin"] = _arg(False)
 #: The ONNX ops (default domain) certrl converts (``Constant`` nodes are folded at load time).
 SUPPORTED_OPS: tuple[str, ...] = tuple(sorted({*_OPS, "Constant"}))
 
+
+
+def _conv_pads(x: Tensor, kernel: list[int], strides: list[int], dilations: list[int],
+               at: dict[str, Any]) -> list[int]:
+    """ONNX ``pads`` ``[begin_1 .. begin_n, end_1 .. end_n]``, from ``auto_pad`` if set."""
+    nd = len(kernel)
+    auto = str(at.get("auto_pad", "NOTSET") or "NOTSET")
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        begins, ends = [], []
+        for i in range(nd):
+            size = int(x.shape[2 + i])
+            out = -(-size // strides[i])
+            total = max((out - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - size, 0)
+            small, big = total // 2, total - total // 2
+            begins.append(small if auto == "SAME_UPPER" else big)
+            ends.append(big if auto == "SAME_UPPER" else small)
+        return begins + ends
+    if auto == "VALID":
+        return [0] * (2 * nd)
+    if auto != "NOTSET":
+        raise _OpError(f"auto_pad {auto!r}")
+    pads = [int(v) for v in at.get("pads", [0] * (2 * nd))]
+    if len(pads) != 2 * nd:
+        raise _OpError(f"pads {pads} for a {nd}-D window")
+    return pads
+
+
+def _pad_input(x: Tensor, pads: list[int], value: float = 0.0) -> tuple[Tensor, list[int]]:
+    """Symmetric pads stay for the op (returned); asymmetric ones are applied to ``x``."""
+    nd = len(pads) // 2
+    begins, ends = pads[:nd], pads[nd:]
+    if begins == ends:
+        return x, begins
+    torch_pads: list[int] = []
+    for i in reversed(range(nd)):  # F.pad: last dimension first
+        torch_pads += [begins[i], ends[i]]
+    return F.pad(x, torch_pads, value=value), [0] * nd
+
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+
+
+def _conv(ins: list[Any], at: dict[str, Any], opset: int) -> list[Tensor]:
+    x, w = ins[0], ins[1]
+    b = ins[2] if len(ins) > 2 else None
+    nd = w.ndim - 2
+    if nd not in _CONV or x.ndim != w.ndim:
+        raise _OpError(f"Conv with a weight of shape {tuple(w.shape)} on an input of shape "
+                       f"{tuple(x.shape)}")
+    kernel = [int(k) for k in at.get("kernel_shape", w.shape[2:])]
+    strides = [int(v) for v in at.get("strides", [1] * nd)]
+    dilations = [int(v) for v in at.get("dilations", [1] * nd)]
+    x, padding = _pad_input(x, _conv_pads(x, kernel, strides, dilations, at))
+    return [_CONV[nd](x, w, b, stride=strides, padding=padding, dilation=dilations,
+                      groups=int(at.get("group", 1)))]
+
+
+def _max_pool(ins: list[Any], at: dict[str, Any], opset: int) -> list[Tensor]:
+    x = ins[0]
+    kernel = [int(k) for k in at["kernel_shape"]]
+    nd = len(kernel)
+    if nd not in _MAX_POOL or x.ndim != nd + 2:
+        raise _OpError(f"MaxPool with a {nd}-D window on an input of shape {tuple(x.shape)}")
+    if int(at.get("storage_order", 0)):
+        raise _OpError("MaxPool with storage_order 1")
+    strides = [int(v) for v in at.get("strides", [1] * nd)]
+    dilations = [int(v) for v in at.get("dilations", [1] * nd)]
+    x, padding = _pad_input(x, _conv_pads(x, kernel, strides, dilations, at), -math.inf)
+    return [_MAX_POOL[nd](x, kernel, stride=strides, padding=padding, dilation=dilations,
+                          ceil_mode=bool(int(at.get("ceil_mode", 0))))]
+
+
+_OPS["Conv"] = _conv
+_OPS["MaxPool"] = _max_pool
+
+#: Ops converted only in graphs on image inputs ``[B, C, H, W]`` (pixel policies).
+PIXEL_OPS: tuple[str, ...] = ("Conv", "MaxPool")
+
 #: Ops that can leave a tensor unchanged (checked on the shapes seen in dry runs).
 _ALIAS_OPS = ("Identity", "Dropout", "Reshape", "Flatten", "Expand", "Squeeze", "Unsqueeze", "Cast")
 
@@ -832,16 +934,20 @@ def _backward_slice(nodes: list[_Node], targets: Sequence[str], path: Path) -> l
     return order
 
 
-def _check_ops(nodes: list[_Node], path: Path) -> None:
+def _check_ops(nodes: list[_Node], path: Path, pixels: bool = False) -> None:
     bad = sorted({n.qualified for n in nodes
-                  if n.domain not in ("", "ai.onnx") or (n.op not in _OPS and n.op != "Constant")})
+                  if n.domain not in ("", "ai.onnx") or (n.op not in _OPS and n.op != "Constant")
+                  or (n.op in PIXEL_OPS and not pixels)})
     if bad:
+        image = "" if pixels else (
+            "; Conv / MaxPool only in graphs on image inputs [B, C, H, W] with an image "
+            "observation space (--env)")
         raise PolicyError(
             f"{path}: the graph uses unsupported ONNX op(s) {', '.join(bad)}; certrl converts "
             "MLP graphs: Gemm / MatMul, elementwise arithmetic and activations (Relu, Tanh, "
             "Sigmoid, Elu, LeakyRelu, Softplus, Selu, Gelu, Clip ...), Softmax / ArgMax and "
-            "shape ops (full list: certrl.policies.onnx.SUPPORTED_OPS): export the actor MLP "
-            "alone, or use another policy format"
+            "shape ops (full list: certrl.policies.onnx.SUPPORTED_OPS)" + image +
+            ": export the actor alone, or use another policy format"
         )
 
 
@@ -900,32 +1006,40 @@ class _Runs:
         return True
 
 
-def _try_runs(module: OnnxGraphModule, obs_dim: int, batches: list[int]) -> _Runs:
+def _try_runs(module: OnnxGraphModule, in_shape: tuple[int, ...], batches: list[int]) -> _Runs:
     gen = torch.Generator().manual_seed(0)
     shapes: list[dict[str, tuple[int, ...]]] = []
     dtypes: dict[str, torch.dtype] = {}
     with torch.no_grad():
         for b in batches:
-            env = module.run(torch.randn(b, obs_dim, generator=gen))
+            env = module.run(torch.randn((b, *in_shape), generator=gen))
             shapes.append({k: tuple(v.shape) for k, v in env.items()})
             dtypes.update({k: v.dtype for k, v in env.items()})
     return _Runs(batches, shapes, dtypes)
 
 
 def _dry_runs(module: OnnxGraphModule, obs_dim: int, static_batch: int | None,
-              path: Path, obs_from_env: bool) -> tuple[_Runs, int | None]:
+              path: Path, obs_from_env: bool,
+              image: tuple[int, ...] | None = None) -> tuple[_Runs, int | None]:
     """Shapes of every value on batches of 3 and 5 rows (batch size ``None``: dynamic), or
     on the graph's fixed batch size when only that works (a graph exported with a batch size
-    baked into a Reshape)."""
+    baked into a Reshape). ``image``: the ``(C, H, W)`` input shape of a pixel graph."""
+    in_shape = (obs_dim,) if image is None else tuple(image)
     try:
-        return _try_runs(module, obs_dim, [3, 5]), None
+        return _try_runs(module, in_shape, [3, 5]), None
     except _OpError as e:
         first_error = str(e)
     if static_batch is not None and static_batch not in (3, 5):
         try:
-            return _try_runs(module, obs_dim, [static_batch]), static_batch
+            return _try_runs(module, in_shape, [static_batch]), static_batch
         except _OpError:
             pass
+    if image is not None:
+        raise PolicyError(
+            f"{path}: running the graph on a batch of frames [3, {', '.join(map(str, image))}] "
+            f"failed ({first_error}); the graph does not take the environment's "
+            f"{format_shape(image)} frames: check --env and the frame wrappers"
+        )
     if obs_from_env:
         advice = (f"the graph does not take the environment's {obs_dim} observations: check "
                   "--env (the policy was trained on another environment or version)")
@@ -1242,6 +1356,119 @@ def _match_mlp(nodes: list[_Node], consts: dict[str, Tensor], start: str, head: 
     return nn.Sequential(*layers) if layers else nn.Sequential(nn.Identity())
 
 
+def _match_cnn(nodes: list[_Node], consts: dict[str, Tensor], start: str, head: str,
+               image: tuple[int, ...], runs: _Runs, opset: int,
+               scale: float = PIXEL_SCALE) -> nn.Sequential | None:
+    """``nn.Sequential(Unflatten, Conv2d / activation / MaxPool2d ..., Flatten, <MLP>)``
+    computing ``head`` from flattened ``[B, C*H*W]`` rows that the graph sees multiplied by
+    ``scale`` (its input ``start`` is ``[B, C, H, W]``), if the graph is such a chain. Scalar
+    ``Div`` / ``Mul`` by constants (the ``/ 255``) are folded, with ``scale``, into the next
+    Conv2d or Linear layer."""
+    consumers: dict[str, list[_Node]] = {}
+    for n in nodes:
+        for v in n.inputs:
+            if v and n.op != "Shape":  # a Shape node only reads the shape (dynamic Reshape)
+                consumers.setdefault(v, []).append(n)
+
+    def scalar(name: str) -> float | None:
+        t = consts.get(name) if name else None
+        if t is None or t.numel() != 1 or not t.is_floating_point():
+            return None
+        return float(t.reshape(-1)[0])
+
+    layers: list[nn.Module] = [nn.Unflatten(1, tuple(image))]
+    pending = float(scale)  # the current value = pending * (what ``layers`` compute)
+    v = start
+    while True:
+        users = consumers.get(v, [])
+        if v == head or len(users) != 1:
+            return None
+        node = users[0]
+        ins, op, at = list(node.inputs), node.op, node.attrs
+        out = node.outputs[0] if node.outputs else ""
+        if not out or ins[0] != v and op not in ("Mul",):
+            return None
+        shape = runs.shape(v)
+        if shape is None or len(shape) != 4:
+            return None
+        if _is_alias(node, runs):
+            v = out
+            continue
+        if op in ("Div", "Mul") and len(ins) == 2:
+            c = scalar(ins[1] if ins[0] == v else ins[0])
+            if c is None or c == 0 or (op == "Div" and ins[0] != v):
+                return None
+            pending = pending / c if op == "Div" else pending * c
+            v = out
+            continue
+        if op == "Conv":
+            w, b = consts.get(ins[1]), consts.get(ins[2]) if len(ins) > 2 and ins[2] else None
+            if w is None or w.ndim != 4 or (len(ins) > 2 and ins[2] and b is None):
+                return None
+            kernel = [int(k) for k in at.get("kernel_shape", w.shape[2:])]
+            strides = [int(s) for s in at.get("strides", [1, 1])]
+            dilations = [int(d) for d in at.get("dilations", [1, 1])]
+            if str(at.get("auto_pad", "NOTSET") or "NOTSET") not in ("NOTSET", "VALID") or \
+                    kernel != [int(k) for k in w.shape[2:]]:
+                return None
+            pads = [int(p) for p in at.get("pads", [0, 0, 0, 0])]
+            if str(at.get("auto_pad", "NOTSET") or "NOTSET") == "VALID":
+                pads = [0, 0, 0, 0]
+            if pads[:2] != pads[2:]:
+                layers.append(nn.ZeroPad2d((pads[1], pads[3], pads[0], pads[2])))
+                pads = [0, 0, 0, 0]
+            group = int(at.get("group", 1))
+            conv = nn.Conv2d(int(w.shape[1]) * group, int(w.shape[0]), tuple(kernel),
+                             stride=tuple(strides), padding=(pads[0], pads[1]),
+                             dilation=tuple(dilations), groups=group, bias=True)
+            with torch.no_grad():
+                conv.weight.copy_((w.to(torch.float64) * pending).to(torch.float32))
+                conv.bias.copy_(torch.zeros(w.shape[0]) if b is None else b.to(torch.float32))
+            layers.append(conv)
+            pending = 1.0
+            v = out
+            continue
+        if op in _ACT_MODULES or op == "MaxPool":
+            if pending != 1.0 and not (pending > 0 and op in ("Relu", "MaxPool")):
+                return None  # relu / max commute with a positive scale, nothing else does
+            if op == "MaxPool":
+                if len(node.outputs) > 1 and node.outputs[1]:
+                    return None
+                kernel = [int(k) for k in at["kernel_shape"]]
+                pads = [int(p) for p in at.get("pads", [0, 0, 0, 0])]
+                if len(kernel) != 2 or pads[:2] != pads[2:] or int(at.get("storage_order", 0)) \
+                        or str(at.get("auto_pad", "NOTSET") or "NOTSET") != "NOTSET":
+                    return None
+                layers.append(nn.MaxPool2d(
+                    tuple(kernel), stride=tuple(int(s) for s in at.get("strides", [1, 1])),
+                    padding=(pads[0], pads[1]),
+                    dilation=tuple(int(d) for d in at.get("dilations", [1, 1])),
+                    ceil_mode=bool(int(at.get("ceil_mode", 0)))))
+            else:
+                layers.append(_ACT_MODULES[op](at))
+            v = out
+            continue
+        if op in ("Flatten", "Reshape"):
+            d = runs.batched_2d(out)
+            if d is None or d != int(np.prod(shape[1:])) or (
+                    op == "Flatten" and int(at.get("axis", 1)) not in (1, -3)):
+                return None
+            layers.append(nn.Flatten())
+            v = out
+            break
+        return None
+    tail = _match_mlp(nodes, consts, v, head, int(np.prod(shape[1:])), runs, opset)
+    if tail is None:
+        return None
+    rest = [m for m in tail if not isinstance(m, nn.Identity)]
+    if pending != 1.0:
+        if not rest or not isinstance(rest[0], nn.Linear):
+            return None
+        with torch.no_grad():
+            rest[0].weight.mul_(pending)
+    return nn.Sequential(*layers, *rest)
+
+
 def _agrees(a: nn.Module, b: nn.Module, obs_dim: int) -> bool:
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -1264,19 +1491,47 @@ def load_onnx(path: str | Path, observation_space: Any = None,
     graph = _read_graph(path)
     details = graph.details
     nodes = _backward_slice(graph.nodes, graph.outputs[:1], path)
-    _check_ops(nodes, path)
+    dims = graph.input_dims
+    image = space_image_shape(observation_space)
+    pixels = image is not None and (dims is None or len(dims) == 4)
+    shape = "?" if dims is None else (
+        "[" + ", ".join(str(d) if d is not None else "?" for d in dims) + "]")
+    if not pixels and dims is not None and len(dims) != 2:
+        image_hint = ""
+        if len(dims) == 4:
+            given = ("" if observation_space is None else
+                     f"; the environment's observations have shape "
+                     f"{format_shape(getattr(observation_space, 'shape', ()) or ())}")
+            image_hint = (" (an image input: pass --env with the image environment, or "
+                          f"observation_space= to load_policy, to load it as a pixel policy"
+                          f"{given})")
+        raise PolicyError(
+            f"{path}: the graph input {graph.input_name!r} has shape {shape}{image_hint}; "
+            "certrl needs vector observations of shape [B, obs_dim] (export with a dummy input "
+            "of shape [1, obs_dim])"
+        )
+    _check_ops(nodes, path, pixels=pixels)
     nodes = _fold_constants(nodes, graph.consts, graph.opset, path)
 
-    dims = graph.input_dims
-    if dims is not None and len(dims) != 2:
-        shape = "[" + ", ".join(str(d) if d is not None else "?" for d in dims) + "]"
-        raise PolicyError(
-            f"{path}: the graph input {graph.input_name!r} has shape {shape}; certrl needs "
-            "vector observations of shape [B, obs_dim] (export with a dummy input of shape "
-            "[1, obs_dim])"
-        )
-    last = dims[1] if dims else None
-    if isinstance(last, int) and last > 0:
+    if pixels:
+        assert image is not None
+        static = [d for d in (dims or [])[1:]]
+        if dims is not None and any(isinstance(d, int) and d > 0 and d != e
+                                    for d, e in zip(static, image, strict=True)):
+            hint = ""
+            if sorted(int(d) for d in static if isinstance(d, int)) == sorted(image):
+                hint = " (the same sizes in another order: channels-first vs channels-last?)"
+            raise PolicyError(
+                f"{path}: the graph takes images {shape} but the environment gives "
+                f"{format_shape(image)} frames{hint}; check --env and the frame wrappers"
+            )
+        obs_dim = int(np.prod(image))
+        details["obs_dim_from_env"] = True
+        details.update(pixel_details(image, "graph", True, "environment"))
+    last = dims[1] if dims and not pixels else None
+    if pixels:
+        pass
+    elif isinstance(last, int) and last > 0:
         obs_dim = last
     else:
         from_env = space_obs_dim(observation_space)
@@ -1293,7 +1548,7 @@ def load_onnx(path: str | Path, observation_space: Any = None,
     probe = OnnxGraphModule(nodes, graph.consts, graph.input_name, graph.outputs[0],
                             graph.opset, graph.input_dtype)
     runs, fixed = _dry_runs(probe, obs_dim, static_batch, path,
-                            bool(details.get("obs_dim_from_env")))
+                            bool(details.get("obs_dim_from_env")), image if pixels else None)
     details["batch"] = "dynamic" if fixed is None else (
         f"fixed at {fixed}: larger batches run in chunks of {fixed}")
     head = _analyse_output(graph, nodes, runs)
@@ -1301,11 +1556,21 @@ def load_onnx(path: str | Path, observation_space: Any = None,
     details.update(head.notes)
     nodes = _backward_slice(nodes, [head.value], path)
 
-    norm, start, removed, note = _find_normalization(graph, nodes, head.value, runs, obs_dim)
-    details["graph_normalization"] = note
+    if pixels:
+        assert image is not None
+        norm: ObsNormalization | None = ObsNormalization.pixels()
+        start, removed = graph.input_name, set()
+        details["graph_normalization"] = (
+            "pixels: the policy divides raw [0, 255] frames by 255; the graph is called on "
+            "x * 255 (its own scaling is kept)")
+    else:
+        norm, start, removed, note = _find_normalization(graph, nodes, head.value, runs,
+                                                         obs_dim)
+        details["graph_normalization"] = note
     net_nodes = [n for i, n in enumerate(nodes) if i not in removed]
-    interp = OnnxGraphModule(net_nodes, graph.consts, start, head.value, graph.opset,
-                             graph.input_dtype, fixed)
+    interp_graph = OnnxGraphModule(net_nodes, graph.consts, start, head.value, graph.opset,
+                                   graph.input_dtype, fixed)
+    interp: nn.Module = interp_graph if not pixels else ImageInput(interp_graph, image or ())
     try:
         with torch.no_grad():
             interp(torch.zeros(MIN_ROWS, obs_dim))
@@ -1313,15 +1578,22 @@ def load_onnx(path: str | Path, observation_space: Any = None,
         raise PolicyError(f"{path}: running the converted graph failed ({e}); re-export the "
                           "actor with torch.onnx.export(..., opset_version=17)") from None
     net: nn.Module = interp
-    mlp = _match_mlp(net_nodes, graph.consts, start, head.value, obs_dim, runs, graph.opset)
+    if pixels:
+        assert image is not None
+        mlp = _match_cnn(net_nodes, graph.consts, start, head.value, image, runs, graph.opset)
+        chain = ("cnn: nn.Sequential of Unflatten, Conv2d / activation / MaxPool2d layers, "
+                 "Flatten, Linear layers and activations")
+    else:
+        mlp = _match_mlp(net_nodes, graph.consts, start, head.value, obs_dim, runs, graph.opset)
+        chain = "mlp: nn.Sequential of Linear layers and activations"
     if mlp is not None and _agrees(mlp, interp, obs_dim):
         net = mlp
-        details["structure"] = "mlp: nn.Sequential of Linear layers and activations"
+        details["structure"] = chain
     else:
         details["structure"] = (
-            "graph interpreter (not a plain Linear/activation chain: bound propagation does "
-            "not apply)" if mlp is None else
-            "graph interpreter (the Linear/activation chain did not reproduce the graph)"
+            "graph interpreter (not a plain layer chain: bound propagation does not apply)"
+            if mlp is None else
+            "graph interpreter (the layer chain did not reproduce the graph)"
         )
     details["action_ops"] = sorted({n.op for n in net_nodes})
 
@@ -1329,16 +1601,20 @@ def load_onnx(path: str | Path, observation_space: Any = None,
     info = PolicyInfo(format="onnx", path=str(path), sha256=sha256_file(*files), details=details)
     discrete_env = space_is_discrete(action_space)
     if head.kind == "argmax":
-        return Policy(net, "categorical", obs_dim, n_actions=head.size, obs_norm=norm, info=info)
+        return Policy(net, "categorical", obs_dim, n_actions=head.size, obs_norm=norm, info=info,
+                      obs_shape=image if pixels else None)
     if discrete_env:
         details["head_from_env"] = True
         details["output"] = "float output taken as logits (the action space is Discrete)"
-        return Policy(net, "categorical", obs_dim, n_actions=head.size, obs_norm=norm, info=info)
+        return Policy(net, "categorical", obs_dim, n_actions=head.size, obs_norm=norm, info=info,
+                      obs_shape=image if pixels else None)
     details["action_bounds"] = "environment"
     if head.kind == "tanh":
         details["head_from_env"] = False
-        return Policy(net, "deterministic", obs_dim, act_dim=head.size, obs_norm=norm, info=info)
+        return Policy(net, "deterministic", obs_dim, act_dim=head.size, obs_norm=norm, info=info,
+                      obs_shape=image if pixels else None)
     details["head_from_env"] = discrete_env is None
     details["output"] = "the action (clipped to the action bounds)" if discrete_env is not None \
         else "the action (clipped to the action bounds), or logits on a Discrete environment"
-    return Policy(net, "linear", obs_dim, act_dim=head.size, obs_norm=norm, info=info)
+    return Policy(net, "linear", obs_dim, act_dim=head.size, obs_norm=norm, info=info,
+                  obs_shape=image if pixels else None)

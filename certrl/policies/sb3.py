@@ -1,5 +1,5 @@
-"""Stable-Baselines3 ``model.save`` zips (PPO, A2C, SAC, TD3, DDPG, DQN; ``MlpPolicy``), read
-without unpickling anything.
+"""Stable-Baselines3 ``model.save`` zips (PPO, A2C, SAC, TD3, DDPG, DQN with ``MlpPolicy``; DQN,
+PPO, A2C with ``CnnPolicy``), read without unpickling anything.
 
 An SB3 zip holds ``data`` (JSON; values that are not JSON are base64 *cloudpickle*, which we
 never decode — only the plain-JSON fields SB3 writes beside them, such as a space's ``_shape``,
@@ -15,6 +15,18 @@ from the tensor names and shapes and SB3's defaults, and reproduces
   ``[-20, 2]``); tanh then rescale to the bounds.
 * TD3 / DDPG: ``actor.mu.*`` (ReLU, final tanh), rescaled to the bounds.
 * DQN: ``q_net.q_net.*`` (ReLU); argmax of the Q-values.
+
+Pixel policies (``CnnPolicy``: DQN, PPO, A2C, also TRPO; see :mod:`certrl.policies.cnn`): SB3's
+``NatureCNN`` (``[q_net.]features_extractor.cnn.{0,2,4}`` + ``linear.0``, ReLU; PPO / A2C read
+``pi_features_extractor.*``, which is also right for ``share_features_extractor=False``) then
+the MLP above, as one ``nn.Sequential`` starting with ``Unflatten(1, (C, H, W))``. The
+observation shape is the saved ``observation_space`` (channels first: SB3 saves the space after
+``VecTransposeImage``; a channels-last shape does not fit the network and is refused). SB3's
+``preprocess_obs`` divides by 255 when ``normalize_images`` (the default) and the space is
+``uint8`` in ``[0, 255]``: that becomes :meth:`ObsNormalization.pixels`, otherwise there is no
+scaling. The same holds for an ``MlpPolicy`` on such image spaces (flattened frames). Other
+extractors (custom ones, ``MultiInputPolicy``, non-NatureCNN convolution shapes, SAC / TD3 with
+a CNN) are refused with a one-line :class:`PolicyError`.
 
 With gSDE (``use_sde=True``) only the deterministic action is reproduced (stochastic acting
 raises :class:`PolicyError`). If the zip records no readable action bounds, the policy takes them
@@ -44,7 +56,23 @@ from certrl.policies._nets import (
     linears,
     mlp_from_linears,
 )
-from certrl.policies.base import ACTIVATIONS, Policy, PolicyError, PolicyInfo, sha256_file
+from certrl.policies.base import (
+    ACTIVATIONS,
+    ObsNormalization,
+    Policy,
+    PolicyError,
+    PolicyInfo,
+    sha256_file,
+)
+from certrl.policies.cnn import (
+    check_dense_chain,
+    check_image_shape,
+    conv_weights,
+    infer_image_shape,
+    nature_cnn_strides,
+    pixel_details,
+    pixel_sequential,
+)
 
 #: Default activation of each SB3 policy family.
 DEFAULT_ACTIVATION = {"PPO": "tanh", "A2C": "tanh", "TRPO": "tanh", "SAC": "relu", "TQC": "relu",
@@ -199,13 +227,115 @@ def _read_zip(path: Path) -> tuple[dict[str, Any], dict[str, Tensor], str]:
     return data, state, version
 
 
-def _check_features_extractor(state: dict[str, Tensor], where: str) -> None:
-    for k in state:
-        if re.match(r"^(actor\.|q_net\.)?(pi_|vf_)?features_extractor\.", k):
-            raise PolicyError(
-                f"{where}: the policy has a learned features extractor ({k}: a CNN or custom "
-                "extractor); only MlpPolicy on vector observations is supported"
-            )
+_FE_KEY = re.compile(r"^(actor\.|critic\.|q_net\.|q_net_target\.)?(pi_|vf_)?features_extractor\.")
+_NATURE_KEY = re.compile(r"^(cnn\.\d+|linear\.0)\.(weight|bias)$")
+
+
+def _features_prefix(state: dict[str, Tensor], algorithm: str, where: str) -> str | None:
+    """The key prefix of the actor's learned features extractor (``None``: ``MlpPolicy``'s
+    parameter-free ``FlattenExtractor``); refuses extractors other than ``NatureCNN``."""
+    if not any(_FE_KEY.match(k) for k in state):
+        return None
+    if algorithm not in ("PPO", "A2C", "TRPO", "DQN"):
+        raise PolicyError(
+            f"{where}: {algorithm} with a learned features extractor (CnnPolicy) is not "
+            "supported; pixel policies are supported for DQN, PPO and A2C — export the actor "
+            "to TorchScript or ONNX"
+        )
+    if algorithm == "DQN":
+        prefix = "q_net.features_extractor."
+    elif any(k.startswith("pi_features_extractor.") for k in state):
+        prefix = "pi_features_extractor."
+    else:
+        prefix = "features_extractor."
+    keys = [k[len(prefix):] for k in state if k.startswith(prefix)]
+    if not keys:
+        raise PolicyError(f"{where}: the {algorithm} policy has no {prefix}* tensors")
+    if any(k.startswith("extractors.") for k in keys):
+        raise PolicyError(
+            f"{where}: a MultiInputPolicy (CombinedExtractor on Dict observations) is not "
+            "supported; certrl takes one Box observation (vector or image)"
+        )
+    bad = [k for k in keys if not _NATURE_KEY.match(k)]
+    if bad or not any(k.startswith("cnn.") for k in keys) or "linear.0.weight" not in keys:
+        what = f"{prefix}{bad[0]}" if bad else f"{prefix}{sorted(keys)[0]}"
+        raise PolicyError(
+            f"{where}: the policy has a custom features extractor ({what} ...); only SB3's "
+            "NatureCNN (CnnPolicy) and FlattenExtractor (MlpPolicy) are supported — export the "
+            "actor to TorchScript or ONNX"
+        )
+    return prefix
+
+
+def _visible_values(text: Any) -> list[float] | None:
+    """The numbers visible in a (possibly summarised) printed array, or ``None``."""
+    if not isinstance(text, str):
+        return None
+    vals = re.findall(r"-?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?|-?inf", text)
+    try:
+        return [float(v) for v in vals] or None
+    except ValueError:
+        return None
+
+
+def _scales_images(data: dict[str, Any]) -> bool:
+    """Whether SB3's ``preprocess_obs`` divides this model's (image) observations by 255:
+    ``normalize_images`` (default true) and a ``uint8`` space with bounds 0 and 255."""
+    pk = data.get("policy_kwargs")
+    if isinstance(pk, dict) and pk.get("normalize_images") is False:
+        return False
+    space = data.get("observation_space")
+    if not isinstance(space, dict):
+        return True
+    dtype = space.get("dtype")
+    if dtype is not None and str(dtype) != "uint8":
+        return False
+    low, high = _visible_values(space.get("low")), _visible_values(space.get("high"))
+    if low is not None and any(v != 0 for v in low):
+        return False
+    return not (high is not None and any(v != 255 for v in high))
+
+
+class _Pixels:
+    """What the pixel part of an SB3 policy contributes to the :class:`Policy`."""
+
+    def __init__(self, shape: tuple[int, ...], scaled: bool, details: dict[str, Any]) -> None:
+        self.shape = shape
+        self.norm = ObsNormalization.pixels() if scaled else None
+        self.details = details
+
+
+def _nature_cnn(data: dict[str, Any], state: dict[str, Tensor], prefix: str, where: str
+                ) -> tuple[_Pixels, Any, tuple[int, ...], tuple[Tensor, Tensor]]:
+    """(pixel spec, conv weights, strides, ``linear.0``) of a NatureCNN extractor."""
+    idx = sorted(int(m.group(1)) for k in state
+                 if (m := re.match(re.escape(prefix) + r"cnn\.(\d+)\.weight$", k)))
+    convs = conv_weights(state, [f"{prefix}cnn.{i}" for i in idx], where)
+    strides = nature_cnn_strides(convs, where)
+    (lin,) = linears(state, [f"{prefix}linear.0"], where)
+    n_flat = int(lin[0].shape[1])
+    shape = _json_shape(data.get("observation_space"))
+    if shape is not None:
+        img = check_image_shape(shape, convs, strides, n_flat, where, "saved")
+        source = "file"
+    else:
+        img = infer_image_shape(convs, strides, n_flat, where)
+        source = f"inferred from the network (square {img[1]} x {img[2]} frames)"
+    scaled = _scales_images(data)
+    details = pixel_details(img, "NatureCNN", scaled, source)
+    details["features_extractor_keys"] = prefix + "*"
+    return _Pixels(img, scaled, details), convs, strides, lin
+
+
+def _pixel_net(pix: _Pixels, convs: Any, strides: tuple[int, ...], lin: tuple[Tensor, Tensor],
+               rest: list[tuple[Tensor, Tensor]], activation: str, where: str) -> nn.Sequential:
+    """NatureCNN (+ its ReLU linear layer) followed by ``rest`` (latent layers with
+    ``activation`` after each, then the head Linear)."""
+    dense = [(lin[0], lin[1], "relu")]
+    dense += [(w, b, activation) for w, b in rest[:-1]]
+    dense.append((rest[-1][0], rest[-1][1], None))
+    check_dense_chain(int(lin[0].shape[1]), dense, where)
+    return pixel_sequential(pix.shape, convs, strides, dense)  # type: ignore[arg-type]
 
 
 def load_sb3(path: str | Path) -> Policy:
@@ -214,15 +344,17 @@ def load_sb3(path: str | Path) -> Policy:
     data, state, version = _read_zip(path)
     where = str(path)
     algorithm = detect_algorithm(data, state)
-    _check_features_extractor(state, where)
-    activation = _activation(data, algorithm)
     obs_space = data.get("observation_space")
     act_space = data.get("action_space")
     obs_kind = _space_kind(obs_space)
     if obs_kind not in ("box", "unknown"):
+        policy = " (MultiInputPolicy)" if obs_kind == "Dict" else ""
         raise PolicyError(
-            f"{where}: observation space {obs_kind} is not supported (vector Box observations only)"
+            f"{where}: observation space {obs_kind}{policy} is not supported (Box observations "
+            "only: vectors, or images with CnnPolicy)"
         )
+    prefix = _features_prefix(state, algorithm, where)
+    activation = _activation(data, algorithm)
     act_kind = _space_kind(act_space)
     pk = data.get("policy_kwargs") if isinstance(data.get("policy_kwargs"), dict) else {}
     use_sde = bool(data.get("use_sde", False) or pk.get("use_sde", False))
@@ -235,13 +367,19 @@ def load_sb3(path: str | Path) -> Policy:
         if any(k.startswith("lstm") for k in state):
             raise PolicyError(f"{where}: recurrent (LSTM) policies are not supported")
         layers = linears(state, [*names, "action_net"], where)
-        net: nn.Module = mlp_from_linears(layers, activation)
+        pix: _Pixels | None = None
+        net: nn.Module
+        if prefix is not None:
+            pix, convs, strides, lin = _nature_cnn(data, state, prefix, where)
+            net = _pixel_net(pix, convs, strides, lin, layers, activation, where)
+        else:
+            net = mlp_from_linears(layers, activation)
         out_dim = int(layers[-1][0].shape[0])
         if act_kind == "unknown":
             act_kind = "box" if "log_std" in state else "discrete"
         if act_kind == "discrete":
             return _finish(path, data, version, algorithm, net, layers, "categorical",
-                           n_actions=out_dim)
+                           n_actions=out_dim, pixels=pix)
         if act_kind != "box":
             raise PolicyError(
                 f"{where}: action space {act_kind} is not supported (Box or Discrete only)"
@@ -253,16 +391,21 @@ def load_sb3(path: str | Path) -> Policy:
                 f"{where}: log_std has shape {tuple(log_std.shape)}, not ({out_dim},)"
             )
         return _finish(path, data, version, algorithm, net, layers, "gaussian", act_dim=out_dim,
-                       log_std=log_std, squash=squash, use_sde=use_sde)
+                       log_std=log_std, squash=squash, use_sde=use_sde, pixels=pix)
 
     if algorithm == "DQN":
         names = linear_keys(state, "q_net.q_net.")
         if not names:
             raise PolicyError(f"{where}: no q_net.q_net tensors in this DQN policy")
         layers = linears(state, names, where)
-        net = mlp_from_linears(layers, activation)
+        pix = None
+        if prefix is not None:
+            pix, convs, strides, lin = _nature_cnn(data, state, prefix, where)
+            net = _pixel_net(pix, convs, strides, lin, layers, activation, where)
+        else:
+            net = mlp_from_linears(layers, activation)
         return _finish(path, data, version, algorithm, net, layers, "qvalues",
-                       n_actions=int(layers[-1][0].shape[0]))
+                       n_actions=int(layers[-1][0].shape[0]), pixels=pix)
 
     if act_kind not in ("box", "unknown"):
         raise PolicyError(f"{where}: {algorithm} needs a Box action space, not {act_kind}")
@@ -327,17 +470,24 @@ def _finish(
     squash: bool = False,
     state_dependent_std: bool = False,
     use_sde: bool = False,
+    pixels: _Pixels | None = None,
 ) -> Policy:
     where = str(path)
-    obs_dim = int(layers[0][0].shape[1])
     obs_space = data.get("observation_space")
     act_space = data.get("action_space")
     shape = _json_shape(obs_space)
-    if shape is not None and int(np.prod(shape)) != obs_dim:
-        raise PolicyError(
-            f"{where}: the observation space has shape {shape} but the network takes {obs_dim} "
-            "inputs; the file is inconsistent"
-        )
+    if pixels is not None:
+        obs_dim = int(np.prod(pixels.shape))
+    else:
+        obs_dim = int(layers[0][0].shape[1])
+        if shape is not None and int(np.prod(shape)) != obs_dim:
+            raise PolicyError(
+                f"{where}: the observation space has shape {shape} but the network takes "
+                f"{obs_dim} inputs; the file is inconsistent"
+            )
+        if shape is not None and len(shape) == 3 and _scales_images(data):
+            # MlpPolicy on uint8 image frames: SB3 flattens them and divides by 255 first
+            pixels = _Pixels(shape, True, pixel_details(shape, "FlattenExtractor", True, "file"))
     _, class_name = _policy_class(data)
     info = PolicyInfo(
         format="sb3",
@@ -346,6 +496,8 @@ def _finish(
         algorithm=algorithm,
         details={"policy_class": class_name, "sb3_version": version, "use_sde": use_sde},
     )
+    if pixels is not None:
+        info.details.update(pixels.details)
     kw: dict[str, Any] = {}
     if head in ("categorical", "qvalues"):
         n_json = act_space.get("n") if isinstance(act_space, dict) else None
@@ -386,6 +538,8 @@ def _finish(
         squash=squash,
         state_dependent_std=state_dependent_std,
         info=info,
+        obs_norm=None if pixels is None else pixels.norm,
+        obs_shape=None if pixels is None else pixels.shape,
         **kw,
     )
 

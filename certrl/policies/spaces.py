@@ -9,6 +9,7 @@ import numpy as np
 
 from certrl.policies._nets import rebuild
 from certrl.policies.base import Policy, PolicyError
+from certrl.policies.cnn import format_shape
 
 #: Observation sizes of the MuJoCo tasks whose observation changed between versions.
 #: ``hint`` is appended when a policy's size matches another version's.
@@ -52,12 +53,41 @@ def _space_name(space: Any) -> str:
     return type(space).__name__
 
 
+def pixel_mismatch_message(policy_shape: tuple[int, ...], env_shape: tuple[int, ...],
+                           env_id: str) -> str | None:
+    """One line explaining why a pixel policy (channels-first ``policy_shape``) does not fit an
+    environment whose observations have shape ``env_shape``, or ``None`` if they fit."""
+    env_shape = tuple(int(v) for v in env_shape)
+    if env_shape == tuple(policy_shape):
+        return None
+    msg = f"policy expects {format_shape(policy_shape)} pixels, {env_id} gives"
+    if len(env_shape) != 3:
+        size = int(np.prod(env_shape)) if env_shape else 1
+        return (
+            f"{msg} {size} vector observations (shape {format_shape(env_shape)}): a pixel (CNN) "
+            "policy needs an image environment with the same frame preprocessing (e.g. an Atari "
+            "env with 84 x 84 grayscale frames stacked 4 deep) — check --env"
+        )
+    if len(policy_shape) == 3 and env_shape == (*policy_shape[1:], policy_shape[0]):
+        return (
+            f"{msg} channels-last frames {format_shape(env_shape)}: the policy takes "
+            "channels-first stacks — transpose the frames (SB3 VecTransposeImage) or use "
+            "certrl's channels-first Atari preprocessing"
+        )
+    return (
+        f"{msg} {format_shape(env_shape)} frames: check the frame size, grayscale and "
+        "frame-stack wrappers (--env-kwargs) — the policy was trained with other preprocessing"
+    )
+
+
 def validate_spaces(
     policy: Policy, observation_space: Any, action_space: Any, env_id: str
 ) -> Policy:
     """Check ``policy`` fits the environment; returns the policy to use.
 
-    Checks the observation size (vector ``Box`` observations), continuous vs discrete actions,
+    Checks the observation size (``Box`` observations: vectors, or images, whose size is the
+    product of their shape; a pixel policy, with ``obs_shape``, needs exactly its channels-first
+    frame shape), continuous vs discrete actions,
     the action size / number of actions; fills action bounds the policy file did not record from
     the environment's ``Box`` (in place); turns a TorchScript / pickled module whose kind was left
     open into a ``categorical`` policy on a ``Discrete`` environment. Raises :class:`PolicyError`
@@ -67,11 +97,22 @@ def validate_spaces(
 
     if not isinstance(observation_space, spaces.Box):
         raise PolicyError(
-            f"{env_id} has {_space_name(observation_space)} observations; certrl supports vector "
-            "Box observations only"
+            f"{env_id} has {_space_name(observation_space)} observations; certrl supports Box "
+            "observations only (vectors, or image frames for pixel policies)"
         )
-    env_obs = int(np.prod(observation_space.shape))
-    if env_obs != policy.obs_dim:
+    env_shape = tuple(int(v) for v in observation_space.shape)
+    env_obs = int(np.prod(env_shape))
+    if policy.obs_shape is not None:
+        mismatch = pixel_mismatch_message(policy.obs_shape, env_shape, env_id)
+        if mismatch is not None:
+            raise PolicyError(mismatch)
+    elif env_obs != policy.obs_dim:
+        if len(env_shape) == 3:
+            raise PolicyError(
+                f"policy expects {policy.obs_dim} vector observations but {env_id} gives "
+                f"{format_shape(env_shape)} image frames: a vector-observation policy on an image "
+                "environment — check --env"
+            )
         raise PolicyError(obs_mismatch_message(policy.obs_dim, env_obs, env_id))
 
     if isinstance(action_space, spaces.Discrete):

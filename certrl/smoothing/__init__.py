@@ -86,6 +86,81 @@ class GaussianSmoothing(ObservationHook):
         return {**self.__dict__, "_draws": None}  # per-run state: rebuilt by bind()
 
 
+class FrameSmoothing(GaussianSmoothing):
+    """Kumar et al.'s smoothing of frame-stacked observations: noise once per *frame*.
+
+    Pixel environments (Atari) show the policy the last ``k`` frames (``EnvSpec.frame_stack``,
+    channels first, zeros before the episode's first frame). Kumar et al. add the noise to each
+    preprocessed frame *before* stacking, so a frame carries the same noise in the ``k``
+    observations it appears in. This hook does exactly that on the stacked observation: at step
+    ``t`` it draws ``N(0, sigma^2 I)`` for the newest frame only (the ``t``-th draw of the
+    episode's smoothing stream, ``frame_size`` values) and reuses the draws of steps ``t-1 ..
+    t-k+1`` for the older frames; the zero frames that pad the first ``k-1`` stacks get no
+    noise (they are constants of the agent, not observations).
+
+    Threat model of the certificates (Kumar et al., Atari): the adversary perturbs each frame
+    once (adaptively, seeing everything before it), with ``sqrt(sum_t ||delta_t||^2) <= B``
+    summed over *frames*; the smoothed agent is a function of the noised frames (its frame
+    stack is its memory), which the adaptive Neyman-Pearson lemma allows. So ``B`` and
+    ``sigma`` are per-frame quantities in the hook's space (``[0, 1]`` pixels for pixel
+    policies: the normalized space).
+    """
+
+    name = "gaussian-smoothing-frames"
+
+    def __init__(self, sigma: float, space: str = "normalized", frame_stack: int = 4) -> None:
+        super().__init__(sigma, space)
+        if int(frame_stack) < 1:
+            raise ValueError(f"frame_stack must be >= 1, got {frame_stack}")
+        self.frame_stack = int(frame_stack)
+        self._hist: np.ndarray | None = None
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "unit": "frame", "frame_stack": self.frame_stack}
+
+    def bind(self, policy: Policy, spec: Any, n_slots: int) -> None:
+        if policy.obs_dim % self.frame_stack:
+            raise ValueError(f"observations of {policy.obs_dim} values are not a stack of "
+                             f"{self.frame_stack} frames")
+        frame = policy.obs_dim // self.frame_stack
+        self._draws = BlockDraws(n_slots, (frame,))
+        self._hist = np.zeros((n_slots, self.frame_stack, frame), dtype=np.float32)
+
+    def reset(self, slots: np.ndarray, rngs: list[np.random.Generator]) -> None:
+        super().reset(slots, rngs)
+        if self._hist is not None:
+            self._hist[np.asarray(slots, dtype=np.int64)] = 0.0
+
+    def __call__(self, x: Tensor, ctx: StepContext) -> Tensor:
+        if self._draws is None or self._hist is None:
+            raise RuntimeError("FrameSmoothing: bind() first (it keeps each slot's frame noise)")
+        slots = np.asarray(ctx.slots, dtype=np.int64)
+        h = self._hist[slots]  # [B, k, frame] (a copy)
+        h[:, :-1] = h[:, 1:]
+        h[:, -1] = self._draws.take(slots)
+        self._hist[slots] = h
+        return x + self.sigma * torch.from_numpy(h.reshape(len(slots), -1))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "_hist": None}
+
+
+def smoothing_hook(sigma: float, space: str, spec: Any = None,
+                   unit: str = "auto") -> GaussianSmoothing:
+    """The smoothing hook for ``spec``: :class:`FrameSmoothing` for frame-stacked observations
+    (``spec.frame_stack > 0``, Atari) unless ``unit="input"``, else :class:`GaussianSmoothing`
+    (fresh noise on the whole observation every step)."""
+    k = int(getattr(spec, "frame_stack", 0) or 0)
+    if unit not in ("auto", "frame", "input"):
+        raise ValueError(f"smoothing unit must be 'auto', 'frame' or 'input', got {unit!r}")
+    if unit == "frame" and not k:
+        raise ValueError("per-frame smoothing needs an environment whose observation is a stack "
+                         "of frames (the Atari environments)")
+    if k and unit != "input":
+        return FrameSmoothing(sigma, space, k)
+    return GaussianSmoothing(sigma, space)
+
+
 class SmoothedPolicy:
     """The smoothed policy ``pi_sigma(o) = pi(o + N(0, sigma^2 I))`` over a base :class:`Policy`.
 
