@@ -37,6 +37,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_attacks.py
 	$(BIN)/python benchmarks/bench_bounds.py
 	$(BIN)/python benchmarks/bench_diagnose.py
+	$(BIN)/python benchmarks/bench_atari.py
 
 # Robustness reports of the bundled demo policies (HTML + PDF) in reports/; see the script.
 reports: install

@@ -161,6 +161,12 @@ def run_diagnose(job: Job, opts: DiagnoseOptions,
     policy, spec = job.policy, job.spec
     if not job.deterministic:
         raise UsageError("certrl diagnose studies the deterministic action: drop --stochastic")
+    if getattr(policy, "obs_shape", None) is not None:
+        raise UsageError(
+            "certrl diagnose does not support pixel (CNN) policies yet: its per-dimension "
+            f"Jacobians, shares and minimal-perturbation search over {policy.obs_dim:,} pixels "
+            "take hours "
+            "on a CPU; use certrl attack and certrl certify for them")
     space = resolve_space(policy, opts.space)
     tol = None
     if not policy.discrete:

@@ -5,12 +5,17 @@
 format          files                                                safety
 ==============  ===================================================  ==========================
 ``bundle``      certrl ``.json`` manifest + ``.safetensors``         safe (no code)
+                (``certrl-mlp``, or ``certrl-cnn`` for pixel policies)
 ``sb3``         Stable-Baselines3 ``model.save`` zip (+ VecNormalize  safe: JSON + weights-only
                 ``.pkl``)                                            tensors; restricted unpickler
 ``cleanrl``     ``torch.save`` state dict (+ ``--obs-stats`` npz)    safe (``weights_only``)
 ``torchscript`` ``torch.jit.save`` archive                           runs the file's code: trust
 ``pickle``      ``torch.save`` of a whole ``nn.Module``              needs ``--unsafe-pickle``
 ==============  ===================================================  ==========================
+
+Pixel (Atari CNN) policies from SB3 ``CnnPolicy`` zips, CleanRL Atari state dicts,
+TorchScript / ONNX modules and ``certrl-cnn`` bundles take flattened ``(4, 84, 84)`` frame stacks
+with their ``/ 255`` as the observation normalization (:mod:`certrl.policies.cnn`).
 
 Typical use::
 
