@@ -9,10 +9,11 @@ Usage::
 Why imitation and not RL: Kumar et al. train SB3 DQN for 10M steps per agent; on this project's
 2 CPU cores SB3's Atari DQN runs at ~60 environment steps per second with its updates
 (``--measure-rl 150 --threads 1`` on ``pong-one-round``, the other core busy: 62 steps/s,
-10M steps in ~45 hours per agent and sigma). The demo agents are instead NatureCNN networks (SB3 ``CnnPolicy`` layout, 4 x 84 x 84 uint8 input, /255 inside)
-trained by DAgger (Ross et al. 2011) from a *scripted teacher that reads the emulator RAM* (the
-ball and paddle in Pong, the chicken's height in Freeway, both planning a few steps ahead on
-a clone of the emulator state): the student only ever sees pixels. The student is trained on
+10M steps in ~45 hours per agent and sigma). The demo agents are instead NatureCNN networks
+(SB3 ``CnnPolicy`` layout, 4 x 84 x 84 uint8 input, /255 inside) trained by DAgger (Ross et
+al. 2011) from a *scripted teacher that reads the emulator RAM* (the ball and paddle in
+Pong, the chicken's height in Freeway, both planning a few steps ahead on a clone of the
+emulator state): the student only ever sees pixels. The student is trained on
 noisy frames (N(0, sigma^2) per pixel in [0, 1] units, fresh per frame, the smoothing noise
 certrl adds), so the smoothed agent keeps its play, as Kumar et al.'s agents are trained at
 their sigma.
