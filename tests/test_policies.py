@@ -472,5 +472,7 @@ def test_demo_policies_load() -> None:
         pytest.skip("no demo policies packaged yet")
     for name in demos:
         policy = load_policy(f"demo:{name}")
-        assert policy.info.format == "certrl-mlp"
+        pixels = name in ("pong", "freeway")
+        assert policy.info.format == ("certrl-cnn" if pixels else "certrl-mlp")
+        assert (policy.obs_shape is not None and len(policy.obs_shape) == 3) == pixels
         assert policy_summary(policy)["sha256"] == policy.info.sha256
