@@ -10,6 +10,7 @@ of workers or the order in which they finish.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import os
 import pickle
@@ -183,6 +184,9 @@ def run_local(
         stats.seconds = time.perf_counter() - t0
         return stats
 
+    # no worker runs more episodes at once than its share: each slot costs an environment
+    # (an Atari one ~90 ms to make), and the seeds make the results independent of the width
+    cfg = dataclasses.replace(cfg, batch_size=max(1, min(cfg.batch_size, -(-len(todo) // workers))))
     try:
         payload = pickle.dumps((policy, None, spec, cfg, obs_hooks, act_hooks, env_hooks))
     except Exception:

@@ -115,6 +115,12 @@ class Hook:
     rng_stream: int = STREAM_ATTACK
     space: str = "normalized"
     adversarial: bool = True
+    #: ``k > 0`` on an adversarial observation hook of a frame-stacked environment (Atari):
+    #: the hook perturbs each *frame* once, when it is newest, and must show the same
+    #: perturbed frame in the ``k - 1`` later stacks it appears in. The evaluator then counts
+    #: only the newest frame's perturbation in the episode's norms and checks every older
+    #: frame against what it recorded (:class:`FrameLedger`); 0: the whole observation counts
+    frame_stack: int = 0
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "space": self.space}
@@ -171,7 +177,9 @@ class EnvHook(Hook):
 @dataclass
 class EpisodeResult:
     """One finished episode. Norms are over the *adversarial* hooks' perturbations, in each
-    hook's space; ``obs_l2_total`` is the episode budget ``sqrt(sum_t ||delta_t||_2^2)``."""
+    hook's space; ``obs_l2_total`` is the episode budget ``sqrt(sum_t ||delta_t||_2^2)``
+    (for a per-frame adversary, ``Hook.frame_stack``, ``delta_t`` is its perturbation of the
+    newest frame: each frame counts once)."""
 
     index: int
     ret: float
@@ -266,6 +274,52 @@ def _norms(delta: Tensor) -> tuple[np.ndarray, np.ndarray]:
     return d.norm(dim=1).numpy(), d.abs().amax(dim=1).numpy()
 
 
+class FrameLedger:
+    """The evaluator's record of one per-frame adversary (``Hook.frame_stack = k``): per slot,
+    the perturbation it applied to each of the last ``k - 1`` frames when they were newest.
+
+    :meth:`newest` takes the whole applied perturbation of a step (``[B, k * frame]``, frames
+    oldest first), checks that the older ``k - 1`` frames carry exactly the perturbation the
+    ledger recorded for them (zero on the padding frames of an episode's first steps; up to
+    float32 rounding of the observation), and returns the newest frame's part, the only one
+    the threat model counts (with any rounding difference on the older frames appended, so
+    it is counted rather than lost: zero for certrl's attacks, which reuse the frames they
+    perturbed bit for bit). A hook that changes an already-perturbed frame raises
+    :class:`EvaluationError`: it would spend budget the audit never sees."""
+
+    def __init__(self, name: str, k: int, width: int, obs_dim: int) -> None:
+        if k < 1 or obs_dim % k:
+            raise ValueError(f"hook {name!r}: observations of {obs_dim} values are not a stack "
+                             f"of {k} frames")
+        self.name, self.k, self.frame = name, int(k), obs_dim // int(k)
+        self.past = np.zeros((width, self.k - 1, self.frame), dtype=np.float32)
+
+    def start(self, k: int) -> None:
+        self.past[k] = 0.0
+
+    def newest(self, delta: Tensor, x: Tensor, ks: np.ndarray, episodes: np.ndarray,
+               t: np.ndarray) -> Tensor:
+        d = delta.detach().to(torch.float32).reshape(len(ks), self.k, self.frame).numpy()
+        if self.k > 1:
+            old, want = d[:, :-1], self.past[ks]
+            # what float32 rounding of (x + delta) - x can move, per coordinate
+            tol = 4 * np.finfo(np.float32).eps * (
+                np.abs(x.detach().numpy().reshape(d.shape)[:, :-1]) + np.abs(want)) + 1e-12
+            bad = (np.abs(old - want) > tol).reshape(len(ks), -1).any(axis=1)
+            if bad.any():
+                j = int(np.flatnonzero(bad)[0])
+                raise EvaluationError(
+                    f"hook {self.name!r} changed a frame it had already perturbed (episode "
+                    f"{episodes[j]}, step {t[j]}): a per-frame adversary perturbs each frame "
+                    "once, when it is newest")
+            self.past[ks, :-1] = self.past[ks, 1:]
+            self.past[ks, -1] = d[:, -1]
+            # what rounding moved in the older frames counts too: nothing escapes the norms
+            return torch.from_numpy(np.concatenate(
+                [d[:, -1], (old - want).reshape(len(ks), -1)], axis=1))
+        return torch.from_numpy(np.ascontiguousarray(d[:, -1]))
+
+
 def run_episodes(
     policy: Policy,
     spec: EnvSpec,
@@ -295,8 +349,12 @@ def run_episodes(
     norm_hooks = [h for h in obs_hooks if h.space != "raw"]
     hook_index = {id(h): k for k, h in enumerate(hooks)}
     width = max(1, int(cfg.batch_size))
+    if isinstance(episodes, list | tuple | range):  # never more slots than episodes
+        width = max(1, min(width, len(episodes)))
     for h in hooks:
         h.bind(policy, spec, width)
+    ledgers = {id(h): FrameLedger(h.name, h.frame_stack, width, policy.obs_dim)
+               for h in obs_hooks if h.adversarial and getattr(h, "frame_stack", 0)}
 
     it = iter(episodes)
     batch = make_batch(cfg.engine, spec, width, cfg.env_kwargs)
@@ -332,6 +390,8 @@ def run_episodes(
         ret[k] = cret[k] = 0.0
         nclip[k] = 0
         o_l2sq[k] = o_l2max[k] = o_linf[k] = a_l2sq[k] = a_linf[k] = 0.0
+        for led in ledgers.values():
+            led.start(k)
         for i, s in enumerate(streams):
             hook_rngs[i][k] = episode_rng(cfg.seed, ep, s)
         if policy_noise is not None:
@@ -349,7 +409,12 @@ def run_episodes(
         for i, h in enumerate(hooks):
             h.reset(arr, [hook_rngs[i][k] for k in ks])
 
-    def accumulate(delta: Tensor, ks: np.ndarray, on_obs: bool) -> None:
+    def accumulate(delta: Tensor, ks: np.ndarray, on_obs: bool, hook: Hook | None = None,
+                   before: Tensor | None = None) -> None:
+        led = ledgers.get(id(hook)) if hook is not None else None
+        if led is not None:
+            assert before is not None
+            delta = led.newest(delta, before, ks, episode[ks], t[ks])
         l2, linf = _norms(delta)
         if on_obs:
             o_l2sq[ks] += np.square(l2)
@@ -401,7 +466,7 @@ def run_episodes(
                 ctx.rngs = RowGenerators(hook_rngs[hook_index[id(h)]], kl)
                 new = h(xr, ctx)
                 if h.adversarial:
-                    accumulate(new - xr, ks, True)
+                    accumulate(new - xr, ks, True, h, xr)
                 xr = new
             with torch.no_grad():
                 nobs = policy.normalize(xr)
@@ -409,7 +474,7 @@ def run_episodes(
                 ctx.rngs = RowGenerators(hook_rngs[hook_index[id(h)]], kl)
                 new = h(nobs, ctx)
                 if h.adversarial:
-                    accumulate(new - nobs, ks, True)
+                    accumulate(new - nobs, ks, True, h, nobs)
                 nobs = new
             noise = None
             if policy_noise is not None:

@@ -12,12 +12,16 @@
 # Environment (defaults in brackets; the small values make a quick smoke run):
 #   BIN [.venv/bin]  RESULTS [results/demo]  OUT [reports]
 #   POLICIES ["hopper-smooth:hopper::0.1 hopper:hopper hopper-noisy:hopper
-#             cartpole-noisy:cartpole-v0:0.1"]
+#             cartpole-noisy:cartpole-v0:0.1 pong:pong-one-round::0.1"]
 #            (demo name:env alias[:attack eps[:sigma]]; without eps the environment's published
 #            budget; sigma of the certificate, default 0.2)
 #   BOUND_EPISODES [50]  DIAGNOSE_EPISODES [10]
 #   EVAL_EPISODES [100]  CERT_EPISODES [1000]  CERT_ATTACK_EPISODES [20]
 #   ATTACKS [random,gaussian,fgsm,pgd,mad,critic,rs]  ATTACK_EPISODES [50]
+#   PIXEL_ATTACKS [random,fgsm,pgd,mad] (Atari: no learned critics on pixels)
+#   PIXEL_CERT_EPISODES [1000]  PIXEL_CERT_ATTACK_EPISODES [10] (the per-frame attack runs at
+#            ~20 steps/s on 2 cores). Pixel policies get no bound / diagnose (refused: no
+#            convolution bounds yet).
 #   STRESS_PARAMS [torso_mass=0.5:1.5,friction=0.5:1.5]  STRESS_GRID [5]  STRESS_EPISODES [10]
 #   WORKERS [all cores]
 # Same results files -> byte-identical reports. Runs are resumable: rerun with the same
@@ -27,7 +31,10 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 RESULTS=${RESULTS:-results/demo}
 OUT=${OUT:-reports}
-POLICIES=${POLICIES:-"hopper-smooth:hopper::0.1 hopper:hopper hopper-noisy:hopper cartpole-noisy:cartpole-v0:0.1"}
+POLICIES=${POLICIES:-"hopper-smooth:hopper::0.1 hopper:hopper hopper-noisy:hopper cartpole-noisy:cartpole-v0:0.1 pong:pong-one-round::0.1"}
+PIXEL_ATTACKS=${PIXEL_ATTACKS:-random,fgsm,pgd,mad}
+PIXEL_CERT_EPISODES=${PIXEL_CERT_EPISODES:-1000}
+PIXEL_CERT_ATTACK_EPISODES=${PIXEL_CERT_ATTACK_EPISODES:-10}
 BOUND_EPISODES=${BOUND_EPISODES:-50}
 DIAGNOSE_EPISODES=${DIAGNOSE_EPISODES:-10}
 EVAL_EPISODES=${EVAL_EPISODES:-100}
@@ -53,16 +60,25 @@ for item in $POLICIES; do
     sigma=${sigma:-0.2}
     # the same B / sigma for every policy: 0, 0.25, 0.5, 1, 2 (B = 0,0.05,0.1,0.2,0.4 at 0.2)
     budgets=$("$BIN/python" -c "print(','.join(f'{f * $sigma:g}' for f in (0, .25, .5, 1, 2)))")
+    # the environment's registry id (the results file's name) and whether it shows pixels
+    read -r id pixels < <("$BIN/certrl" envs --json | "$BIN/python" -c \
+        "import json,sys; r=next(r for r in json.load(sys.stdin) if r['alias']=='$env'); \
+print(r['id'], 1 if r.get('frame_stack') else 0)")
+    attacks=$ATTACKS cert_episodes=$CERT_EPISODES cert_attack=$CERT_ATTACK_EPISODES
+    if (( pixels )); then
+        attacks=$PIXEL_ATTACKS cert_episodes=$PIXEL_CERT_EPISODES
+        cert_attack=$PIXEL_CERT_ATTACK_EPISODES
+    fi
     run "$BIN/certrl" evaluate "demo:$policy" --env "$env" --episodes "$EVAL_EPISODES" \
         "${COMMON[@]}"
     run "$BIN/certrl" certify "demo:$policy" --env "$env" --sigma "$sigma" \
-        --budgets "$budgets" --episodes "$CERT_EPISODES" \
-        --attack-episodes "$CERT_ATTACK_EPISODES" "${COMMON[@]}"
-    if have bound; then
+        --budgets "$budgets" --episodes "$cert_episodes" \
+        --attack-episodes "$cert_attack" "${COMMON[@]}"
+    if (( ! pixels )) && have bound; then
         run "$BIN/certrl" bound "demo:$policy" --env "$env" ${eps:+--eps "$eps"} \
             --episodes "$BOUND_EPISODES" "${COMMON[@]}"
     fi
-    if have diagnose; then  # where it is fragile; the Hoppers compared with each other
+    if (( ! pixels )) && have diagnose; then  # where it is fragile; the Hoppers compared with each other
         cmp=()
         if [[ "$env" == hopper ]]; then
             if [[ "$policy" == hopper-smooth ]]; then cmp=(--compare demo:hopper)
@@ -72,7 +88,7 @@ for item in $POLICIES; do
             "${cmp[@]}" "${COMMON[@]}"
     fi
     if have attack; then
-        run "$BIN/certrl" attack "demo:$policy" --env "$env" --attack "$ATTACKS" \
+        run "$BIN/certrl" attack "demo:$policy" --env "$env" --attack "$attacks" \
             ${eps:+--eps "$eps"} --episodes "$ATTACK_EPISODES" "${COMMON[@]}"
     else
         echo "note: this certrl has no 'attack' command; the reports will say so" >&2
@@ -81,9 +97,7 @@ for item in $POLICIES; do
         run "$BIN/certrl" stress "demo:$policy" --env "$env" --params "$STRESS_PARAMS" \
             --grid "$STRESS_GRID" --episodes "$STRESS_EPISODES" "${COMMON[@]}"
     fi
-    id=$("$BIN/certrl" envs --json | "$BIN/python" -c \
-        "import json,sys; print(next(r['id'] for r in json.load(sys.stdin) if r['alias']=='$env'))")
-    f="$RESULTS/${id}_${policy}.json"
+    f="$RESULTS/$(tr -c 'A-Za-z0-9._\n-' '-' <<<"${id}_${policy}").json"
     run "$BIN/certrl" report "$f" -o "$OUT/$policy.html" -o "$OUT/$policy.pdf"
     files+=("$f")
     if [[ "$env" == hopper ]]; then hopper_files+=("$f"); fi

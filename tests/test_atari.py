@@ -17,6 +17,7 @@ from certrl.envs import resolve_env  # noqa: E402
 from certrl.evaluator import (  # noqa: E402
     STREAM_SMOOTHING,
     EvalConfig,
+    ObservationHook,
     StepContext,
     episode_rng,
     run_episodes,
@@ -219,8 +220,8 @@ def test_certify_on_pong_one_round_matches_the_closed_form(tmp_path) -> None:
 
     path, _, _ = _cnn_bundle(tmp_path)
     res = api.certify(str(path), "pong-one-round", sigma=0.1, budgets=(0.0, 0.05, 0.2),
-                      episodes=12, clean_episodes=4, workers=1, batch_size=6,
-                      out=tmp_path / "out")
+                      episodes=12, clean_episodes=4, attack_episodes=4, workers=1,
+                      batch_size=6, out=tmp_path / "out")
     sec = res.to_json()
     assert sec["smoothing"] == {"unit": "frame", "frame_stack": 4, "values_per_unit": 7056}
     assert sec["band"]["method"] == "clopper-pearson-grid-bonferroni"
@@ -230,6 +231,102 @@ def test_certify_on_pong_one_round_matches_the_closed_form(tmp_path) -> None:
         b = row["budget"]
         want = norm.cdf(norm.ppf(p) - b / 0.1) if p > 0 else 0.0
         assert row["expected_return_lower_bound"] == pytest.approx(want, abs=1e-9)
-        assert row["attack"] is None  # outside the per-frame threat model: not run
+        if b > 0:  # the per-frame adversary of this threat model, audited at B
+            att = row["attack"]
+            assert att["name"] == "smoothed-pgd-frames" and att["episodes"] == 4
+            assert att["config"]["unit"] == "frame" and att["config"]["frame_stack"] == 4
+        else:
+            assert row["attack"] is None
     assert "each new frame" in sec["statement"]
     assert all(math.isfinite(v) for v in sec["smoothed_returns"])
+
+
+# ------------------------------------------------------------------ the per-frame adversary
+class _Recorder(ObservationHook):
+    """Records, per episode and step, what the hooks before it added to the clean stack."""
+
+    adversarial = False
+    rng_stream = 97
+
+    def __init__(self) -> None:
+        self.deltas: dict[int, dict[int, np.ndarray]] = {}
+
+    def bind(self, policy, spec, n_slots) -> None:
+        self.policy = policy
+
+    def __call__(self, x, ctx):
+        clean = self.policy.normalize(ctx.raw_obs)
+        for row, (ep, t) in enumerate(zip(ctx.episodes, ctx.t, strict=True)):
+            self.deltas.setdefault(int(ep), {})[int(t)] = (x[row] - clean[row]).numpy()
+        return x
+
+
+def test_frame_attack_perturbs_each_frame_once_within_its_budget(tmp_path) -> None:
+    from certrl.attacks.base import ThreatModel
+    from certrl.attacks.gradient import smoothed_attack_hooks
+
+    _, _, policy = _cnn_bundle(tmp_path)
+    spec = resolve_env("pong-one-round")
+    budget, k = 0.5, 4
+    attack, smooth = smoothed_attack_hooks(policy, 0.1, "normalized", budget, 40,
+                                           steps=3, eot_samples=2, frame_stack=k)
+    assert isinstance(smooth, FrameSmoothing) and attack.frame_stack == k
+    rec = _Recorder()
+    res = run_episodes(policy, spec, [0, 1, 2], EvalConfig(seed=3, batch_size=2),
+                       obs_hooks=[attack, rec, smooth])
+    threat = ThreatModel(eps=budget, norm="l2", space="normalized", episode_budget=budget)
+    for r in res:
+        threat.audit(r)
+        d = rec.deltas[r.index]
+        assert sorted(d) == list(range(r.length))
+        frames = {t: d[t].reshape(k, -1) for t in d}
+        for t, f in frames.items():
+            for j in range(k - 1):  # stack slot j holds the frame that was newest at t-(k-1-j)
+                s = t - (k - 1 - j)
+                want = frames[s][-1] if s >= 0 else np.zeros_like(f[j])
+                np.testing.assert_array_equal(f[j], want)
+        # the episode's budget is the newest frames' perturbations, each counted once
+        newest = math.sqrt(sum(float(np.sum(f[-1].astype(np.float64) ** 2))
+                               for f in frames.values()))
+        assert r.obs_l2_total == pytest.approx(newest, rel=1e-6)
+        assert 0.5 * budget < r.obs_l2_total <= budget + 1e-6  # spent over > 40 steps
+        assert r.length > 40
+
+
+class _Shift(ObservationHook):
+    """A per-frame adversary adding ``c`` to frames: ``mode`` ``all`` (the whole stack,
+    padding included), ``newest`` (the newest frame only, older frames shown clean) or
+    ``consistent`` (every real frame: each frame shifted once, shown shifted later)."""
+
+    frame_stack = 4
+    adversarial = True
+
+    def __init__(self, c: float, mode: str) -> None:
+        self.c, self.mode = c, mode
+
+    def __call__(self, x, ctx):
+        k = self.frame_stack
+        f = x.reshape(x.shape[0], k, -1).clone()
+        for row, t in enumerate(ctx.t):
+            for j in range(k):
+                real = t - (k - 1 - j) >= 0
+                if self.mode == "all" or j == k - 1 or (self.mode == "consistent" and real):
+                    f[row, j] += self.c
+        return f.reshape(x.shape[0], -1)
+
+
+def test_evaluator_counts_the_newest_frame_and_rejects_rewriting_old_frames(tmp_path) -> None:
+    from certrl.errors import EvaluationError
+
+    _, _, policy = _cnn_bundle(tmp_path)
+    spec = resolve_env("pong-one-round")
+    c = 1e-3
+    (r,) = run_episodes(policy, spec, [0], EvalConfig(seed=0),
+                        obs_hooks=[_Shift(c, "consistent")])
+    # every frame counted once, when newest: c * sqrt(7056 pixels * T frames)
+    assert r.obs_l2_total == pytest.approx(c * math.sqrt(7056 * r.length), rel=1e-4)
+    assert r.obs_l2_max == pytest.approx(c * 84, rel=1e-4)
+    with pytest.raises(EvaluationError, match=r"already perturbed \(episode 0, step 0\)"):
+        run_episodes(policy, spec, [0], EvalConfig(seed=0), obs_hooks=[_Shift(c, "all")])
+    with pytest.raises(EvaluationError, match=r"already perturbed \(episode 0, step 1\)"):
+        run_episodes(policy, spec, [0], EvalConfig(seed=0), obs_hooks=[_Shift(c, "newest")])

@@ -420,6 +420,12 @@ class GradientAttackHook(ThreatStateHook):
         allocation: ``greedy`` or ``uniform`` use of an episode budget.
         horizon: ``T`` of the ``uniform`` allocation (default: the environment's horizon).
         name: the attack's name in results.
+        frame_stack: ``k > 0``: a *per-frame* adversary on frame-stacked observations (Atari,
+            the threat model of Kumar et al.'s per-frame smoothing): at each step it perturbs
+            only the newest of the ``k`` frames and shows every older frame as it perturbed it
+            when that frame was newest (zero padding frames untouched), so each frame is
+            perturbed once and ``eps`` / ``B`` are per frame, summed over frames. The
+            evaluator checks this and counts the newest frame only (``Hook.frame_stack``).
     """
 
     adversarial = True
@@ -443,6 +449,7 @@ class GradientAttackHook(ThreatStateHook):
         allocation: str = "greedy",
         horizon: int | None = None,
         name: str | None = None,
+        frame_stack: int = 0,
     ) -> None:
         if method not in METHODS:
             raise AttackError(f"unknown attack method {method!r}; expected {', '.join(METHODS)}")
@@ -460,6 +467,9 @@ class GradientAttackHook(ThreatStateHook):
             raise AttackError(f"smoothing_sigma must be > 0, got {eot_sigma}")
         if horizon is not None and horizon < 1:
             raise AttackError(f"horizon must be >= 1, got {horizon}")
+        if frame_stack < 0:
+            raise AttackError(f"frame_stack must be >= 0, got {frame_stack}")
+        self.frame_stack = int(frame_stack)
         self.threat = threat
         self.space = threat.space
         self.method = method
@@ -489,6 +499,10 @@ class GradientAttackHook(ThreatStateHook):
         self._state: ThreatState | None = None
         self._obj: Objective | None = None
         self._T: int = horizon or 1
+        # per-frame mode: each slot's last k - 1 perturbed frames (newest last) and whether
+        # they are frames of this episode (not the zero padding before its first frame)
+        self._frames: Tensor | None = None
+        self._valid: np.ndarray | None = None
 
     # ------------------------------------------------------------------ hook protocol
     def config(self) -> dict[str, Any]:
@@ -519,6 +533,9 @@ class GradientAttackHook(ThreatStateHook):
             c["allocation"] = self.allocation
             if self.allocation == "uniform":
                 c["horizon"] = self.horizon
+        if self.frame_stack:
+            c["unit"] = "frame"
+            c["frame_stack"] = self.frame_stack
         return c
 
     def bind(self, policy: Policy, spec: EnvSpec, n_slots: int) -> None:
@@ -526,11 +543,49 @@ class GradientAttackHook(ThreatStateHook):
         self._state = ThreatState(self._inner, n_slots, policy.obs_dim)
         self._obj = Objective(policy, self.objective)
         self._T = int(self.horizon or spec.horizon)
+        if self.frame_stack:
+            k = self.frame_stack
+            if policy.obs_dim % k:
+                raise AttackError(f"observations of {policy.obs_dim} values are not a stack "
+                                  f"of {k} frames")
+            self._frames = torch.zeros(n_slots, k - 1, policy.obs_dim // k)
+            self._valid = np.zeros((n_slots, k - 1), dtype=bool)
+
+    def reset(self, slots: np.ndarray, rngs: list[np.random.Generator]) -> None:
+        super().reset(slots, rngs)
+        if self._valid is not None:
+            self._valid[np.asarray(slots, dtype=np.int64)] = False
 
     def __getstate__(self) -> dict[str, Any]:
         d = super().__getstate__()
         d["_obj"] = None
+        d["_frames"] = d["_valid"] = None
         return d
+
+    def _with_past_frames(self, x: Tensor, slots: np.ndarray) -> Tensor:
+        """``x`` with every older frame replaced by its perturbed version (per-frame mode)."""
+        assert self._frames is not None and self._valid is not None
+        k, b = self.frame_stack, x.shape[0]
+        if k == 1:
+            return x
+        frames = x.reshape(b, k, -1).clone()
+        valid = torch.as_tensor(self._valid[slots])[:, :, None]
+        frames[:, :-1] = torch.where(valid, self._frames[slots], frames[:, :-1])
+        return frames.reshape(b, -1)
+
+    def _remember_frame(self, new: Tensor, slots: np.ndarray) -> None:
+        assert self._frames is not None and self._valid is not None
+        if self.frame_stack == 1:
+            return
+        newest = new.reshape(new.shape[0], self.frame_stack, -1)[:, -1]
+        f = self._frames[slots]
+        f[:, :-1] = f[:, 1:].clone()
+        f[:, -1] = newest
+        self._frames[slots] = f
+        v = self._valid[slots]
+        v[:, :-1] = v[:, 1:]
+        v[:, -1] = True
+        self._valid[slots] = v
 
     def __call__(self, x: Tensor, ctx: StepContext) -> Tensor:
         th = self.threat
@@ -539,6 +594,8 @@ class GradientAttackHook(ThreatStateHook):
         assert self._state is not None
         x = x.detach()
         slots = np.asarray(ctx.slots)
+        if self.frame_stack:
+            x = self._with_past_frames(x, slots)
         radius = self._radius(ctx, slots)
 
         state = self._state
@@ -554,6 +611,8 @@ class GradientAttackHook(ThreatStateHook):
             delta = project(self.perturbation(x, ctx, radius, project).detach())
             new = round_towards(x, delta)
         self._state.commit(new - x, slots, x)  # exactly what the evaluator records
+        if self.frame_stack:
+            self._remember_frame(new, slots)
         return new
 
     # ------------------------------------------------------------------ pieces
@@ -576,6 +635,38 @@ class GradientAttackHook(ThreatStateHook):
         self, x: Tensor, ctx: StepContext, radius: Tensor, project: Callable[[Tensor], Tensor]
     ) -> Tensor:
         """The (feasible) perturbation of this step for every row of ``x``."""
+        f = None if self.method in ("random", "gaussian") else self._objective_fn(x, ctx)
+        if not self.frame_stack:
+            return self._search(x, ctx, radius, project, f)
+        # per-frame mode: search over the newest frame only, zeros on the older ones
+        n = x.shape[1] // self.frame_stack
+
+        def lift(dn: Tensor) -> Tensor:
+            return torch.nn.functional.pad(dn, (x.shape[1] - n, 0))
+
+        def project_n(dn: Tensor) -> Tensor:
+            return project(lift(dn))[:, -n:]
+
+        fn = None
+        if f is not None:
+            full = f
+
+            def fn(dn: Tensor) -> Tensor:
+                return full(lift(dn))
+
+            vg = getattr(full, "value_grad", None)
+            if vg is not None:
+                def vg_n(dn: Tensor) -> tuple[Tensor, Tensor]:
+                    v, g = vg(lift(dn))
+                    return v, g[:, -n:]
+
+                fn.value_grad = vg_n  # type: ignore[attr-defined]
+        return lift(self._search(x[:, -n:], ctx, radius, project_n, fn))
+
+    def _search(self, x: Tensor, ctx: StepContext, radius: Tensor,
+                project: Callable[[Tensor], Tensor],
+                f: Callable[[Tensor], Tensor] | None) -> Tensor:
+        """The method's search over perturbations shaped like ``x`` (``f``: the objective)."""
         d = x.shape[1]
         norm = self.threat.norm
         if self.method == "random":
@@ -583,7 +674,7 @@ class GradientAttackHook(ThreatStateHook):
         if self.method == "gaussian":
             std = radius[:, None] if self.std is None else self.std
             return project(_normal(ctx.rngs, (d,)) * std)
-        f = self._objective_fn(x, ctx)
+        assert f is not None
         size = (
             torch.full_like(radius, self.step_size)
             if self.step_size is not None
@@ -819,6 +910,7 @@ def smoothed_attack_hooks(
     steps: int = 10,
     eot_samples: int = 8,
     restarts: int = 1,
+    frame_stack: int = 0,
 ) -> list[ObservationHook]:
     """The adaptive episode-budget attack on the smoothed policy, for ``certrl certify``.
 
@@ -831,8 +923,15 @@ def smoothed_attack_hooks(
     adversary perturbs the observation, then the smoothed policy adds its noise. Only the attack
     is ``adversarial``: the recorded (audited) norms are the adversary's alone and never exceed
     ``B`` over the episode.
+
+    ``frame_stack = k > 0`` (Atari, per-frame smoothing): the adversary of the per-frame
+    certificates instead. It perturbs each new frame once (the attack's per-frame mode, every
+    older frame shown as it was perturbed), ``B`` is summed over frames, and the defender's
+    noise is :class:`~certrl.smoothing.FrameSmoothing` (each frame's noise drawn once). The
+    EOT draws are fresh on the whole stack: the adversary never sees the defender's noise,
+    and each stack's noise has the same N(0, sigma^2 I) law either way.
     """
-    from certrl.smoothing import GaussianSmoothing
+    from certrl.smoothing import FrameSmoothing, GaussianSmoothing
 
     if not (math.isfinite(budget) and budget >= 0):
         raise AttackError(f"budget must be finite and >= 0, got {budget}")
@@ -847,6 +946,9 @@ def smoothed_attack_hooks(
         eot_samples=eot_samples,
         allocation="uniform",
         horizon=int(horizon),
-        name="smoothed-pgd",
+        name="smoothed-pgd-frames" if frame_stack else "smoothed-pgd",
+        frame_stack=frame_stack,
     )
+    if frame_stack:
+        return [attack, FrameSmoothing(sigma, space, frame_stack)]
     return [attack, GaussianSmoothing(sigma, space)]

@@ -157,15 +157,22 @@ def _print_sequential(seq: SequentialCertifier, gate: dict[str, Any], alpha: flo
 
 
 def _print_survival(sec: dict[str, Any]) -> None:
-    """Certified P_adv(R >= v) at the clean smoothed return's quartiles, per budget."""
+    """Certified P_adv(R >= v) per budget at the clean smoothed return's quartiles (those above
+    the return's lower bound, where the bound is not trivially 1), or at every threshold of a
+    lattice of at most 3."""
     sv = sec.get("survival")
     if not sv or not sv["thresholds"]:
         return
-    rets = np.sort(np.asarray(sec["smoothed_clipped_returns"], dtype=float))
-    picks = [float(np.quantile(rets, q, method="inverted_cdf")) for q in (0.1, 0.25, 0.5)]
+    thr = np.asarray(sv["thresholds"])
+    if thr.size <= 3:  # a short lattice (one-round Pong: R >= 1): every threshold
+        picks = thr.tolist()
+    else:  # the clean smoothed return's quartiles, above the trivial P(R >= lower) = 1
+        rets = np.sort(np.asarray(sec["smoothed_clipped_returns"], dtype=float))
+        lower = sec.get("reward_lower_bound")
+        qs = sorted({float(np.quantile(rets, q, method="inverted_cdf")) for q in (0.1, 0.25, 0.5)})
+        picks = [v for v in qs if lower is None or v > lower] or [float(thr[0])]
     cols = "".join(f"{'P(R>=' + _fmt(v) + ')':>18}" for v in picks)
     print(f"{'certified CDF: B':>16}{cols}")
-    thr = np.asarray(sv["thresholds"])
     for b, row in sv["certified"].items():
         p = np.asarray(row)
         # the bound at v is the one at the first reported threshold >= v (valid, conservative)

@@ -209,13 +209,16 @@ def run_certify(job: Job, opts: CertifyOptions,
     survival = survival_section(sband, opts.sigma, budgets)
     compare = band_comparison(cert_returns, opts.sigma, budgets, cert_alpha, lower, grid)
     rows: list[dict[str, Any]] = []
+    # the steps a budget is spread over (per-step equivalents, the attack's uniform
+    # allocation): the horizon, or the mean smoothed episode length on the Atari games
+    steps = _threat_steps(job.spec, smoothed)
     for b, bound in zip(budgets, np.atleast_1d(bounds), strict=True):
         pct = percentile_certificate(cert_returns, opts.sigma, b, quantiles, cert_alpha,
                                      lower=lower)
         rows.append({
             "budget": b,
-            "per_step_eps": b / math.sqrt(horizon),
-            "per_step_linf_eps": b / math.sqrt(horizon * unit_size),
+            "per_step_eps": b / math.sqrt(steps),
+            "per_step_linf_eps": b / math.sqrt(steps * unit_size),
             "expected_return_lower_bound": float(bound),
             "percentile_lower_bounds": {f"{q:g}": float(v) for q, v in pct.items()},
             "attack": None,
@@ -223,13 +226,9 @@ def run_certify(job: Job, opts: CertifyOptions,
 
     # 4. the best attack we have on the smoothed policy, at the same budgets
     attack_note = ""
-    if opts.attack and per_frame:
-        attack_note = ("no attack beside these certificates: the episode-budget attack perturbs "
-                       "whole observations, outside their per-frame threat model (`certrl "
-                       "attack` runs the per-step attacks on the stacked input; "
-                       "--smoothing-unit input certifies that threat model instead)")
-    elif opts.attack:
-        attack_note = _attack_budgets(opts, job, space, rows, horizon)
+    if opts.attack:
+        attack_note = _attack_budgets(opts, job, space, rows, steps,
+                                      smoothing.frame_stack if per_frame else 0)
 
     # 5. per-state certified radii
     per_state = None
@@ -268,7 +267,7 @@ def run_certify(job: Job, opts: CertifyOptions,
         "band": band,
         "band_comparison": compare,
         "survival": survival,
-        "attack_threat": attack_threat(job.spec, _threat_steps(job.spec, smoothed), unit_size,
+        "attack_threat": attack_threat(job.spec, steps, unit_size,
                                        space, policy.obs_norm is None),
         "clean_smoothed": {"summary": returns_summary(raw_returns, job.seed)},
         "clean_unsmoothed": {"summary": eval_sec["summary"], "episodes": n_clean},
@@ -491,8 +490,9 @@ def _sequential_smoothed(
 
 
 def _attack_budgets(opts: CertifyOptions, job: Any, space: str, rows: list[dict[str, Any]],
-                    horizon: int) -> str:
-    """Run the episode-budget attack on the smoothed policy at every budget > 0."""
+                    horizon: int, frame_stack: int = 0) -> str:
+    """Run the episode-budget attack on the smoothed policy at every budget > 0 (per frame
+    when ``frame_stack``: the threat model of per-frame certificates)."""
     try:
         from certrl.attacks.gradient import smoothed_attack_hooks
     except ImportError:
@@ -505,7 +505,8 @@ def _attack_budgets(opts: CertifyOptions, job: Any, space: str, rows: list[dict[
         b = row["budget"]
         if b == 0:
             continue
-        hooks = smoothed_attack_hooks(job.policy, opts.sigma, space, b, horizon)
+        hooks = smoothed_attack_hooks(job.policy, opts.sigma, space, b, horizon,
+                                      frame_stack=frame_stack)
         res, _ = run_section(job, "certify-attack", n_att, obs_hooks=hooks,
                              config={"budget": b}, desc=f"attack B={b:g}")
         threat = ThreatModel(eps=b, norm="l2", space=space, episode_budget=b)
