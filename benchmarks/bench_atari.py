@@ -10,11 +10,16 @@ Measured in one run, one torch thread, the same lockstep width:
   ``act_normalized``, no grad), once per lockstep step;
 * evaluator -- :func:`certrl.evaluator.run_episodes` with per-frame smoothing
   (:class:`certrl.smoothing.FrameSmoothing`, sigma 0.1): what ``certrl certify`` runs, minus
-  the one-off cost of making the environments (ALE loads a ROM per environment, ~0.1 s).
+  the one-off cost of making the environments (ALE loads a ROM per environment, ~0.1 s);
+* attacked -- the same with the per-frame episode attack of ``certrl certify`` in front
+  (``smoothed_attack_hooks(..., frame_stack=4)``: PGD-10 on the newest frame, EOT over 8
+  noise draws, B = 1), one batch of ``min(batch, 8)`` episodes: its cost is 80 CNN forward +
+  backward passes per step, so attacked / smoothed is the number to watch.
 
-The summary line gives the evaluator's steps/s and splits its time per step into env, forward
-and the rest (noise draws, hooks, bookkeeping: Python). Target: the rest is a small share
-(< 15%); the CNN forward and the emulator are the cost.
+The ``SUMMARY`` line gives the evaluator's steps/s and splits its time per step into env,
+forward and the rest (noise draws, hooks, bookkeeping: Python), then the attacked steps/s and
+its ratio to the smoothed run. Target: the rest is a small share (< 15%); the CNN forward and
+the emulator are the cost.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import time
 import numpy as np
 import torch
 
+from certrl.attacks.gradient import smoothed_attack_hooks
 from certrl.evaluator import EvalConfig, run_episodes
 from certrl.pipeline.job import load_for_env, resolve_job_env
 from certrl.smoothing import FrameSmoothing
@@ -87,13 +93,26 @@ def main() -> None:
         runs += 1
     ev_s = (time.perf_counter() - t0 - runs * make_s) / total
     rest = max(0.0, ev_s - env_s - fwd_s)
+
+    # the per-frame attack of certify: one lockstep batch of min(batch, 8) episodes
+    a_width = min(width, 8)
+    hooks = smoothed_attack_hooks(policy, 0.1, "normalized", 1.0, 170,
+                                  frame_stack=spec.frame_stack)
+    t0 = time.perf_counter()
+    res = run_episodes(policy, spec, list(range(a_width)),
+                       EvalConfig(seed=0, batch_size=a_width), obs_hooks=hooks)
+    a_total = sum(r.length for r in res)
+    at_s = (time.perf_counter() - t0 - make_s * a_width / width) / a_total
     print(f"env alone        {1 / env_s:9.0f} steps/s  ({env_s * 1e3:.3f} ms/step)")
     print(f"CNN forward      {1 / fwd_s:9.0f} rows/s   ({fwd_s * 1e3:.3f} ms/row, batch {width})")
     print(f"evaluator        {1 / ev_s:9.0f} steps/s  ({ev_s * 1e3:.3f} ms/step, {total} steps; "
           f"making the {width} environments, {make_s:.2f} s per run, excluded)")
-    print(f"bench_atari: {args.env} {1 / ev_s:.0f} steps/s smoothed; per step env "
+    print(f"attacked         {1 / at_s:9.1f} steps/s  ({at_s * 1e3:.1f} ms/step, {a_total} steps,"
+          f" per-frame PGD-10 x EOT-8)")
+    print(f"SUMMARY bench_atari: {args.env} {1 / ev_s:.0f} steps/s smoothed; per step env "
           f"{env_s / ev_s:.0%}, CNN forward {fwd_s / ev_s:.0%}, rest (Python: noise, hooks, "
-          f"bookkeeping) {rest / ev_s:.0%} (batch {width}, 1 torch thread)")
+          f"bookkeeping) {rest / ev_s:.0%}; per-frame attack {1 / at_s:.1f} steps/s = "
+          f"{ev_s / at_s:.1%} of smoothed (batch {width}; attack batch {a_width}; 1 torch thread)")
 
 
 if __name__ == "__main__":

@@ -289,8 +289,27 @@ def test_frame_attack_perturbs_each_frame_once_within_its_budget(tmp_path) -> No
         newest = math.sqrt(sum(float(np.sum(f[-1].astype(np.float64) ** 2))
                                for f in frames.values()))
         assert r.obs_l2_total == pytest.approx(newest, rel=1e-6)
-        assert 0.5 * budget < r.obs_l2_total <= budget + 1e-6  # spent over > 40 steps
+        # the uniform allocation over 40 steps spends all of B in these longer episodes (a
+        # hook that also charged itself for the older frames would stop near B / 2)
         assert r.length > 40
+        assert budget - 1e-5 < r.obs_l2_total <= budget + 1e-6
+
+
+def test_frame_attack_is_batch_width_invariant(tmp_path) -> None:
+    """The same episodes give bit-identical attacked episodes whatever the lockstep width
+    (the EOT mean sums draw by draw: a mean over [draws, batch] depends on the batch)."""
+    from certrl.attacks.gradient import smoothed_attack_hooks
+
+    _, _, policy = _cnn_bundle(tmp_path)
+    spec = resolve_env("pong-one-round")
+    runs = []
+    for width in (1, 3):
+        hooks = smoothed_attack_hooks(policy, 0.1, "normalized", 0.5, 40, steps=2,
+                                      eot_samples=8, frame_stack=4)
+        res = run_episodes(policy, spec, [0, 1, 2], EvalConfig(seed=3, batch_size=width),
+                           obs_hooks=hooks)
+        runs.append(sorted((r.index, r.ret, r.length, r.obs_l2_total.hex()) for r in res))
+    assert runs[0] == runs[1]
 
 
 class _Shift(ObservationHook):
@@ -330,3 +349,22 @@ def test_evaluator_counts_the_newest_frame_and_rejects_rewriting_old_frames(tmp_
         run_episodes(policy, spec, [0], EvalConfig(seed=0), obs_hooks=[_Shift(c, "all")])
     with pytest.raises(EvaluationError, match=r"already perturbed \(episode 0, step 1\)"):
         run_episodes(policy, spec, [0], EvalConfig(seed=0), obs_hooks=[_Shift(c, "newest")])
+
+
+
+def test_evaluator_refuses_a_per_frame_adversary_on_other_frames(tmp_path) -> None:
+    """A hook's frame_stack must be the environment's: else it could leave part of what it
+    adds out of the audited budget (declared frames that are not frames)."""
+    from certrl.errors import EvaluationError
+    from certrl.policies import load_policy
+
+    cart = resolve_env("cartpole")
+    policy = load_policy("demo:cartpole-noisy")
+    hook = _Shift(1e-3, "consistent")
+    hook.frame_stack = 2
+    with pytest.raises(EvaluationError, match="no frame stacks"):
+        run_episodes(policy, cart, [0], EvalConfig(seed=0), obs_hooks=[hook])
+    _, _, cnn = _cnn_bundle(tmp_path)
+    with pytest.raises(EvaluationError, match="stacks of 2 frames, but .* stacks of 4"):
+        run_episodes(cnn, resolve_env("pong-one-round"), [0], EvalConfig(seed=0),
+                     obs_hooks=[hook])

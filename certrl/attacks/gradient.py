@@ -234,6 +234,23 @@ class FastActionGrad:
         return v, g[:n]
 
 
+def _draw_mean(t: Tensor) -> Tensor:
+    """Mean over the EOT draws (dim 0 of ``[n, B, ...]``), summed draw by draw in a fixed
+    order: a ``mean(0)`` over ``[n, B]`` adds in an order that depends on ``B``, so the
+    objective (and PGD's choice of iterate) would depend on which episodes share the batch."""
+    acc = t[0]
+    for i in range(1, t.shape[0]):
+        acc = acc + t[i]
+    return acc / t.shape[0]
+
+
+def _eot_inputs(x: Tensor, delta: Tensor, z: Tensor) -> Tensor:
+    """``x + delta + z_j`` for every draw, ``[n * B, d]`` draw-major, built draw by draw (the
+    gradient reaching ``delta`` then accumulates per draw, in a fixed order, whatever ``B``)."""
+    xd = x + delta
+    return torch.cat([xd + z[j] for j in range(z.shape[0])], 0)
+
+
 def _pad_rows(x: Tensor) -> Tensor:
     n = x.shape[0]
     if n >= MIN_ROWS:
@@ -717,20 +734,18 @@ class GradientAttackHook(ThreatStateHook):
             fe = fast
 
             def f_eot_fast(delta: Tensor) -> Tensor:
-                xs = ((x + delta)[None] + z).reshape(n * b, d)
-                return fe.value(xs, ref).reshape(n, b).mean(0)
+                return _draw_mean(fe.value(_eot_inputs(x, delta, z), ref).reshape(n, b))
 
             def vg_eot(delta: Tensor) -> tuple[Tensor, Tensor]:
-                xs = ((x + delta)[None] + z).reshape(n * b, d)
-                v, g = fe.value_grad(xs, ref)
-                return v.reshape(n, b).mean(0), g.reshape(n, b, d).mean(0)
+                v, g = fe.value_grad(_eot_inputs(x, delta, z), ref)
+                return _draw_mean(v.reshape(n, b)), _draw_mean(g.reshape(n, b, d))
 
             f_eot_fast.value_grad = vg_eot  # type: ignore[attr-defined]
             return f_eot_fast
 
         def f_eot(delta: Tensor) -> Tensor:
-            xs = ((x + delta)[None] + z).reshape(n * b, d)
-            return obj.value(self.to_policy_space(xs), ref).reshape(n, b).mean(0)
+            xs = _eot_inputs(x, delta, z)
+            return _draw_mean(obj.value(self.to_policy_space(xs), ref).reshape(n, b))
 
         return f_eot
 

@@ -206,7 +206,8 @@ def _print_report(job: Any, sec: dict[str, Any], eval_sec: dict[str, Any],
         need = thr["episode_l2_equivalent"]
         steps = thr.get("steps", sec["horizon"])
         which = f"all {steps}" if steps == sec["horizon"] else f"the mean episode's {steps}"
-        hint = "" if (sec.get("smoothing") or {}).get("unit") == "frame" else (
+        pixels = getattr(job.policy, "obs_shape", None) is not None  # no conv bounds yet
+        hint = "" if (sec.get("smoothing") or {}).get("unit") == "frame" or pixels else (
             f" For per-step certificates at eps {thr['eps']:g}: certrl bound")
         print(f"threat scale: the attacks' l_inf eps {thr['eps']:g} per step ({thr['source']}) "
               f"on {which} steps is an episode l2 budget of {need:,.2f}; the largest certified "
