@@ -368,3 +368,22 @@ def test_evaluator_refuses_a_per_frame_adversary_on_other_frames(tmp_path) -> No
     with pytest.raises(EvaluationError, match="stacks of 2 frames, but .* stacks of 4"):
         run_episodes(cnn, resolve_env("pong-one-round"), [0], EvalConfig(seed=0),
                      obs_hooks=[hook])
+
+
+def test_attack_option_unit_frame(tmp_path) -> None:
+    """``certrl attack --opt unit=frame``: the per-frame adversary, on Atari only."""
+    from certrl.attacks.base import AttackError, ThreatModel
+    from certrl.attacks.gradient import build_gradient_attack
+
+    _, _, policy = _cnn_bundle(tmp_path)
+    threat = ThreatModel(eps=1.0, norm="l2", space="normalized", episode_budget=1.0)
+    hook = build_gradient_attack("pgd", threat, policy, resolve_env("pong-one-round"),
+                                 {"unit": "frame"})
+    assert hook.frame_stack == 4 and hook.config()["unit"] == "frame"
+    assert build_gradient_attack("pgd", threat, policy, resolve_env("pong-one-round"),
+                                 {}).frame_stack == 0
+    with pytest.raises(AttackError, match="frame-stacked"):
+        build_gradient_attack("pgd", threat, policy, resolve_env("cartpole"), {"unit": "frame"})
+    with pytest.raises(AttackError, match="unit must be"):
+        build_gradient_attack("pgd", threat, policy, resolve_env("pong-one-round"),
+                              {"unit": "pixel"})

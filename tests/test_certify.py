@@ -201,3 +201,18 @@ def test_certify_keeps_a_larger_clean_evaluation(tmp_path):
     data = load_results(f)
     assert data["evaluation"]["episodes"] == 40
     assert data["evaluation"]["returns"][:30] == before["returns"]  # same episodes, extended
+
+
+def test_certify_says_when_it_replaces_certificates_of_another_sigma(tmp_path, capsys) -> None:
+    args = ["certify", "demo:cartpole", "--env", "cartpole", "--budgets", "0,0.1",
+            "--episodes", "20", "--clean-episodes", "5", "--no-attack", "--workers", "1",
+            "--out", str(tmp_path)]
+    assert main([*args, "--sigma", "0.2"]) == 0
+    assert "replaced" not in capsys.readouterr().err
+    assert main([*args, "--sigma", "0.2"]) == 0  # the same smoothed policy again: no note
+    assert "replaced" not in capsys.readouterr().err
+    assert main([*args, "--sigma", "0.1"]) == 0
+    err = capsys.readouterr().err
+    assert "held certificates at sigma=0.2 (raw space, per input)" in err and "replaced" in err
+    (f,) = tmp_path.glob("*.json")
+    assert load_results(f)["certificates"]["sigma"] == 0.1

@@ -824,7 +824,7 @@ class GradientAttackHook(ThreatStateHook):
 
 
 # ====================================================================== options and factories
-_COMMON_OPTS = {"smoothing_sigma", "eot_samples", "allocation", "horizon"}
+_COMMON_OPTS = {"smoothing_sigma", "eot_samples", "allocation", "horizon", "unit"}
 _METHOD_OPTS: dict[str, set[str]] = {
     "random": set(),
     "gaussian": {"std"},
@@ -871,6 +871,14 @@ def build_gradient_attack(
         raise AttackError("eot_samples needs smoothing_sigma (the smoothing noise to average over)")
     if "allocation" in options:
         kw["allocation"] = str(options["allocation"]).strip().lower()
+    unit = str(options.get("unit", "input")).strip().lower()
+    if unit not in ("input", "frame"):
+        raise AttackError(f"unit must be input or frame, got {unit!r}")
+    if unit == "frame":  # the per-frame adversary (Atari: each new frame perturbed once)
+        if not spec.frame_stack:
+            raise AttackError(f"unit=frame needs frame-stacked observations (the Atari "
+                              f"environments); {spec.gym_id} has none")
+        kw["frame_stack"] = int(spec.frame_stack)
     return GradientAttackHook(threat, method, name=method, **kw)
 
 

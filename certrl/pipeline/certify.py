@@ -293,10 +293,37 @@ def save_certify(job: Job, outcome: CertifyOutcome, command: str) -> dict[str, A
     sections = {"certificates": outcome.section}
     if not _has_larger_evaluation(job.results_file, policy_json(job), outcome.evaluation):
         sections["evaluation"] = outcome.evaluation
+    replaced = _replaced_certificates(job.results_file, policy_json(job), outcome.section)
     data = write_results(job, command, sections)
+    if replaced:
+        _stderr(f"certrl: note: {job.results_file} held certificates at {replaced}; a results "
+                "file keeps one certificates section, so they were replaced (certify into "
+                "another --out folder to keep both)")
     for name in ("evaluation", "certificates", "certify-attack"):
         finish_journal(job, name)
     return data
+
+
+def _smoothing_label(sec: dict[str, Any]) -> str:
+    unit = (sec.get("smoothing") or {}).get("unit", "input")
+    return f"sigma={sec.get('sigma')} ({sec.get('space')} space, per {unit})"
+
+
+def _replaced_certificates(path: Any, policy: dict[str, Any], new: dict[str, Any]) -> str:
+    """The smoothing of the certificates section that writing ``new`` replaces, when it
+    certified another smoothed policy (other sigma, space or noise unit) of the same policy;
+    ``""`` when nothing of another smoothing is lost."""
+    from certrl.results import ResultsError, load_results
+
+    try:
+        old = load_results(path)
+    except ResultsError:
+        return ""
+    sec = old.get("certificates")
+    if not sec or old.get("policy", {}).get("sha256") != policy.get("sha256"):
+        return ""
+    before, after = _smoothing_label(sec), _smoothing_label(new)
+    return before if before != after else ""
 
 
 def _has_larger_evaluation(path: Any, policy: dict[str, Any], ev: dict[str, Any]) -> bool:
