@@ -483,3 +483,33 @@ def test_report_require_gate(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     err = capsys.readouterr().err.strip()
     assert err.startswith("certrl: error: --require: ") and "needs a budget" in err
     assert len(err.splitlines()) == 1
+
+
+def test_report_of_a_pixel_certificate(tmp_path: Path) -> None:
+    """One-round Pong: budgets spread over the mean episode length (not ALE's 27,000-step cap),
+    a one-threshold survival figure drawn against the budget, and no `certrl bound` hint."""
+    data = synthetic_results("pong", sections=("evaluation", "certificates"), gate=None)
+    data["env"] = {"alias": "pong-one-round", "id": "certrl/PongOneRound-v0", "kwargs": {},
+                   "horizon": 27000, "step_reward_bounds": [0.0, 1.0], "bounds_kind": "exact",
+                   "return_bounds": [0.0, 1.0], "default_eps": 1 / 255, "frame_stack": 4}
+    c = data["certificates"]
+    c["horizon"] = 27000
+    for r in c["budgets"]:
+        r["per_step_eps"] = r["budget"] / math.sqrt(173)
+        r["per_step_linf_eps"] = r["budget"] / math.sqrt(173 * 7056)
+    bs = [r["budget"] for r in c["budgets"]]
+    c["survival"] = {"thresholds": [1.0], "clean_empirical": [0.31],
+                     "band": [0.27], "certified": {f"{b:g}": [0.27 * (1 - b)] for b in bs}}
+    c["attack_threat"] = {"eps": 1 / 255, "norm": "linf", "space": "normalized",
+                          "source": "SA-DQN", "steps": 173,
+                          "episode_l2_equivalent": math.sqrt(28224 * 173) / 255 / 2,
+                          "comparable": True}
+    p = tmp_path / "pong.json"
+    p.write_text(json.dumps(data))
+    out = tmp_path / "pong.html"
+    assert main(["report", str(p), "-o", str(out)]) == 0
+    html = out.read_text()
+    assert "H = 173, the mean episode length" in html and "H = 27000" not in html
+    assert "certified P(R ≥ 1) under attack" in html
+    assert "ε = 0.003922 per step (SA-DQN) on each of the mean episode&#39;s 173 steps" in html
+    assert "No per-step certificates of pixel policies" in html and "(certrl bound)" not in html

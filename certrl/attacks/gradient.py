@@ -41,7 +41,9 @@ Attacks (all batched: one forward / backward over every live episode per iterati
     ``sign(grad + sqrt(2 step) / (i + 2) * N(0, I)) * step`` (``l2``: the normalized vector),
     projected. Unlike SA-PPO (which returns the last iterate) the best iterate is kept.
 
-Objectives (maximized; the reference is the policy's output on the *unperturbed* input):
+Objectives (maximized; the reference is the policy's output on the *unperturbed* input; for
+the per-frame adversary, ``frame_stack``, on the stack with the older frames as it already
+perturbed them: the action the agent would take were the newest frame left alone):
 
 * ``action`` (``fgsm`` / ``pgd`` default): continuous policies ``||a(s_hat) - a(s)||_2^2``
   with ``a`` the deterministic action in ``[-1, 1]`` coordinates per dimension

@@ -248,14 +248,18 @@ def _cert_notes(it: PolicyResults) -> list[Para]:
         big = rows[-1]
         need = _num(thr.get("episode_l2_equivalent"))
         if need and _num(big.get("budget")) is not None:
+            steps = thr.get("steps")
+            where = ("every step of an episode" if not steps or steps == it.horizon
+                     else f"each of the mean episode's {steps} steps")
+            tail = (" No per-step certificates of pixel policies yet (certrl bound has no "
+                    "convolution bounds)." if it.pixels else " Per-step certificates at the "
+                    "attacks' ε are in the per-step bounds section (certrl bound).")
             out.append(Para(
-                f"Threat scale: the attacks' ℓ∞ ε = {thr.get('eps')} per step "
-                f"({thr.get('source', '')}) on every step of an episode is an episode ℓ2 "
+                f"Threat scale: the attacks' ℓ∞ ε = {_num(thr.get('eps')) or 0:.4g} per step "
+                f"({thr.get('source', '')}) on {where} is an episode ℓ2 "
                 f"budget of {need:,.2f}; the largest certified budget B = {big['budget']:g} is "
                 f"{float(big['budget']) / need:.1%} of it (ℓ∞ "
-                f"{_num(big.get('per_step_linf_eps')) or 0:.5f} per step). Per-step "
-                "certificates at the attacks' ε are in the per-step bounds section "
-                "(certrl bound).", "note"))
+                f"{_num(big.get('per_step_linf_eps')) or 0:.5f} per step).{tail}", "note"))
     return out
 
 

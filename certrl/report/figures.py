@@ -95,7 +95,8 @@ def certificate_figure(pr: PolicyResults, fig_id: str) -> FigureSpec:
     space = str(cert.get("space", "normalized"))
     sigma, alpha = cert.get("sigma"), cert.get("alpha")
     rows = pr.budgets
-    horizon = pr.horizon
+    horizon = pr.budget_steps
+    mean_len = horizon != pr.horizon
 
     def draw(fig: Target) -> None:
         ax = fig.subplots()
@@ -140,7 +141,8 @@ def certificate_figure(pr: PolicyResults, fig_id: str) -> FigureSpec:
             h = float(horizon)
             sec = ax.secondary_xaxis("top", functions=(lambda x: x / math.sqrt(h),
                                                        lambda e: e * math.sqrt(h)))
-            sec.set_xlabel(f"per-step ℓ2 radius B/√H (H = {horizon})", fontsize=8)
+            what = "the mean episode length" if mean_len else "the horizon"
+            sec.set_xlabel(f"per-step ℓ2 radius B/√H (H = {horizon}, {what})", fontsize=8)
             sec.tick_params(labelsize=7)
         keys = ("certified lower bound", "attacked", "tightness", "certified", "clean smoothed",
                 "clean unsmoothed")
@@ -175,7 +177,29 @@ def survival_figure(pr: PolicyResults, fig_id: str) -> FigureSpec | None:
     alpha = cert.get("alpha")
     conf = f"{100 * (1 - float(alpha)):g}%" if alpha is not None else "1 − α"
 
+    few = v.size <= 3  # a short lattice (one-round Pong: R >= 1): P(R >= v) vs. budget
+
+    def draw_few(fig: Target) -> None:
+        ax = fig.subplots()
+        bs = np.array([float(k) for k in curves])
+        colors = [BLUE, ORANGE, VERMILLION]
+        for j, (thr, c) in enumerate(zip(v, colors, strict=False)):
+            p = np.array([curves[k][j] for k in curves])
+            ax.plot(bs, p, color=c, marker="o", ms=5, lw=1.6,
+                    label=f"certified P(R ≥ {thr:g}) under attack")
+            if emp.size == v.size:
+                ax.axhline(emp[j], color=c, ls=":", lw=1.0,
+                           label=f"clean smoothed, empirical P(R ≥ {thr:g})")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("budget B (ℓ2 over the episode)")
+        ax.set_ylabel("P(return ≥ v)")
+        ax.set_title(f"{pr.label}: certified return distribution under attack ({conf})")
+        _legend_below(fig, ax, ncols=2)
+
     def draw(fig: Target) -> None:
+        if few:
+            draw_few(fig)
+            return
         ax = fig.subplots()
         if emp.size == v.size:
             ax.step(v, emp, where="post", color=BLACK, lw=1.0, ls=":",

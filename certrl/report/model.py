@@ -159,6 +159,25 @@ class PolicyResults:
             return None
 
     @property
+    def budget_steps(self) -> int | None:
+        """The steps a budget B is spread over in the per-step radius ``B / sqrt(steps)``:
+        what ``certify`` used (the horizon, or the mean episode length on the Atari games,
+        whose horizon is only ALE's cap), read back from its rows; else the horizon."""
+        for r in (self.cert or {}).get("budgets") or []:
+            try:
+                b, e = float(r["budget"]), float(r["per_step_eps"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if b > 0 and e > 0:
+                return max(1, int(round((b / e) ** 2)))
+        return self.horizon
+
+    @property
+    def pixels(self) -> bool:
+        """Whether the environment shows stacked frames (Atari)."""
+        return bool(self.env.get("frame_stack"))
+
+    @property
     def threat(self) -> dict[str, Any]:
         return _dict((self.attacks or {}).get("threat")) or {}
 
