@@ -393,6 +393,9 @@ def certify(
     decision (anytime-valid, error ``<= alpha``). On frame-stacked observations (the Atari
     environments) the noise is drawn once per frame and ``B`` is summed over frames
     (``smoothing_unit="frame"``, Kumar et al.'s setting; ``"input"``: the whole observation).
+    With ``attack`` (default), an adaptive l2 PGD with the same budget runs on the smoothed
+    policy at every ``B > 0`` (``attack_episodes``, default ``min(episodes, 50)``; per frame on
+    the Atari environments), an empirical upper bound beside each certified lower bound.
     """
     from certrl.pipeline.certify import CertifyOptions, run_certify, save_certify
 

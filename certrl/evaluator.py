@@ -353,8 +353,6 @@ def run_episodes(
         width = max(1, min(width, len(episodes)))
     for h in hooks:
         h.bind(policy, spec, width)
-    ledgers = {id(h): FrameLedger(h.name, h.frame_stack, width, policy.obs_dim)
-               for h in obs_hooks if h.adversarial and getattr(h, "frame_stack", 0)}
     for h in obs_hooks:  # a per-frame adversary's frames must be the environment's
         k = getattr(h, "frame_stack", 0)
         if h.adversarial and k and k != int(getattr(spec, "frame_stack", 0) or 0):
@@ -362,6 +360,8 @@ def run_episodes(
                 f"hook {h.name!r} perturbs stacks of {k} frames, but {spec.gym_id} shows "
                 + (f"stacks of {spec.frame_stack}" if spec.frame_stack else "no frame stacks")
                 + ": per-frame adversaries are for frame-stacked (Atari) environments")
+    ledgers = {id(h): FrameLedger(h.name, h.frame_stack, width, policy.obs_dim)
+               for h in obs_hooks if h.adversarial and getattr(h, "frame_stack", 0)}
 
     it = iter(episodes)
     batch = make_batch(cfg.engine, spec, width, cfg.env_kwargs)

@@ -954,7 +954,8 @@ def smoothed_attack_hooks(
     older frame shown as it was perturbed), ``B`` is summed over frames, and the defender's
     noise is :class:`~certrl.smoothing.FrameSmoothing` (each frame's noise drawn once). The
     EOT draws are fresh on the whole stack: the adversary never sees the defender's noise,
-    and each stack's noise has the same N(0, sigma^2 I) law either way.
+    and on the real frames of each stack it has the same N(0, sigma^2 I) law (the zero padding
+    of an episode's first stacks, which the defender leaves noiseless, aside).
     """
     from certrl.smoothing import FrameSmoothing, GaussianSmoothing
 
