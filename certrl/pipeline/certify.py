@@ -288,12 +288,19 @@ def save_certify(job: Job, outcome: CertifyOutcome, command: str) -> dict[str, A
     """Write the ``certificates`` section (and the clean ``evaluation``, unless the file already
     holds a larger one of the same policy and seed) and remove the finished journals."""
     from certrl.pipeline.job import policy_json, write_results
+    from certrl.results import ResultsError, load_results
     from certrl.runner import finish_journal
 
+    try:  # what the file holds now, for the same policy (other policies' files are replaced)
+        old = load_results(job.results_file)
+    except ResultsError:
+        old = {}
+    if old.get("policy", {}).get("sha256") != policy_json(job).get("sha256"):
+        old = {}
     sections = {"certificates": outcome.section}
-    if not _has_larger_evaluation(job.results_file, policy_json(job), outcome.evaluation):
+    if not _has_larger_evaluation(old, outcome.evaluation):
         sections["evaluation"] = outcome.evaluation
-    replaced = _replaced_certificates(job.results_file, policy_json(job), outcome.section)
+    replaced = _replaced_certificates(old, outcome.section)
     data = write_results(job, command, sections)
     if replaced:
         _stderr(f"certrl: note: {job.results_file} held certificates at {replaced}; a results "
@@ -309,37 +316,24 @@ def _smoothing_label(sec: dict[str, Any]) -> str:
     return f"sigma={sec.get('sigma')} ({sec.get('space')} space, per {unit})"
 
 
-def _replaced_certificates(path: Any, policy: dict[str, Any], new: dict[str, Any]) -> str:
-    """The smoothing of the certificates section that writing ``new`` replaces, when it
-    certified another smoothed policy (other sigma, space or noise unit) of the same policy;
-    ``""`` when nothing of another smoothing is lost."""
-    from certrl.results import ResultsError, load_results
-
-    try:
-        old = load_results(path)
-    except ResultsError:
-        return ""
+def _replaced_certificates(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """The smoothing of the certificates section in ``old`` (the results file's content, same
+    policy) that writing ``new`` replaces, when it certified another smoothed policy (other
+    sigma, space or noise unit); ``""`` when nothing of another smoothing is lost."""
     sec = old.get("certificates")
-    if not sec or old.get("policy", {}).get("sha256") != policy.get("sha256"):
+    if not sec:
         return ""
     before, after = _smoothing_label(sec), _smoothing_label(new)
     return before if before != after else ""
 
 
-def _has_larger_evaluation(path: Any, policy: dict[str, Any], ev: dict[str, Any]) -> bool:
-    """Whether the results file already holds a clean evaluation of the same policy, seed and
-    mode with at least as many episodes (episode i is the same episode in both, so certify's
-    shorter clean run would only shrink it): then that section is kept."""
-    from certrl.results import ResultsError, load_results
-
-    try:
-        old = load_results(path)
-    except ResultsError:
-        return False
+def _has_larger_evaluation(old: dict[str, Any], ev: dict[str, Any]) -> bool:
+    """Whether ``old`` (the results file's content, same policy) holds a clean evaluation of
+    the same seed and mode with at least as many episodes (episode i is the same episode in
+    both, so certify's shorter clean run would only shrink it): then that section is kept."""
     prev = old.get("evaluation")
     return (
         isinstance(prev, dict)
-        and old.get("policy", {}).get("sha256") == policy.get("sha256")
         and prev.get("seed") == ev.get("seed")
         and prev.get("deterministic") == ev.get("deterministic")
         and int(prev.get("episodes") or 0) >= int(ev.get("episodes") or 0)

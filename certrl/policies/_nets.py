@@ -22,28 +22,40 @@ def linear_keys(state: dict[str, Tensor], prefix: str) -> list[str]:
     return [name for _, name in found]
 
 
-def linears(state: dict[str, Tensor], names: list[str], where: str) -> list[tuple[Tensor, Tensor]]:
-    """``(weight, bias)`` of each named Linear layer; checks they are 2-D and chain together."""
+def chained_layers(
+    state: dict[str, Tensor], names: list[str], where: str, *, ndim: int, noun: str,
+    unit: str, previous: str, wrong_kind: str,
+) -> list[tuple[Tensor, Tensor]]:
+    """``(weight, bias)`` of each named layer (weights of ``ndim`` dimensions), checking each
+    has both tensors, a bias of its output size and an input size (``weight.shape[1]``, in
+    ``unit``) equal to the previous layer's output size. ``noun`` names a layer in messages,
+    ``previous`` the layer before it, ``wrong_kind`` (with ``{name}`` and ``{shape}``) the
+    message for weights of another dimension."""
     out: list[tuple[Tensor, Tensor]] = []
     for name in names:
         w = state.get(f"{name}.weight")
         b = state.get(f"{name}.bias")
         if w is None or b is None:
-            raise PolicyError(f"{where}: layer {name} lacks its weight or bias tensor")
-        if w.ndim != 2:
-            raise PolicyError(
-                f"{where}: layer {name} is not a fully connected layer (weight shape "
-                f"{tuple(w.shape)}); only MLP policies on vector observations are supported"
-            )
+            raise PolicyError(f"{where}: {noun} {name} lacks its weight or bias tensor")
+        if w.ndim != ndim:
+            raise PolicyError(f"{where}: " + wrong_kind.format(name=name, shape=tuple(w.shape)))
         if b.shape != (w.shape[0],):
-            raise PolicyError(f"{where}: layer {name} has a bias of the wrong shape")
+            raise PolicyError(f"{where}: {noun} {name} has a bias of the wrong shape")
         if out and out[-1][0].shape[0] != w.shape[1]:
             raise PolicyError(
-                f"{where}: layer {name} takes {w.shape[1]} inputs but the previous layer gives "
+                f"{where}: {noun} {name} takes {w.shape[1]} {unit} but the {previous} gives "
                 f"{out[-1][0].shape[0]}"
             )
         out.append((w.detach().float(), b.detach().float()))
     return out
+
+
+def linears(state: dict[str, Tensor], names: list[str], where: str) -> list[tuple[Tensor, Tensor]]:
+    """``(weight, bias)`` of each named Linear layer; checks they are 2-D and chain together."""
+    return chained_layers(
+        state, names, where, ndim=2, noun="layer", unit="inputs", previous="previous layer",
+        wrong_kind="layer {name} is not a fully connected layer (weight shape {shape}); only "
+                   "MLP policies on vector observations are supported")
 
 
 def mlp_from_linears(

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from certrl.policies._nets import chained_layers
 from certrl.policies.base import ACTIVATIONS, PolicyError
 
 #: NatureCNN (Mnih et al. 2015): kernel sizes, output channels and strides of its convolutions.
@@ -62,25 +63,10 @@ def format_shape(shape: Sequence[int]) -> str:
 
 def conv_weights(state: dict[str, Tensor], names: list[str], where: str) -> ConvWeights:
     """``(weight, bias)`` of each named ``Conv2d`` layer; checks they are 4-D and chain."""
-    out: ConvWeights = []
-    for name in names:
-        w = state.get(f"{name}.weight")
-        b = state.get(f"{name}.bias")
-        if w is None or b is None:
-            raise PolicyError(f"{where}: convolution {name} lacks its weight or bias tensor")
-        if w.ndim != 4:
-            raise PolicyError(
-                f"{where}: layer {name} is not a 2-D convolution (weight shape {tuple(w.shape)})"
-            )
-        if b.shape != (w.shape[0],):
-            raise PolicyError(f"{where}: convolution {name} has a bias of the wrong shape")
-        if out and out[-1][0].shape[0] != w.shape[1]:
-            raise PolicyError(
-                f"{where}: convolution {name} takes {w.shape[1]} channels but the previous one "
-                f"gives {out[-1][0].shape[0]}"
-            )
-        out.append((w.detach().float(), b.detach().float()))
-    return out
+    return chained_layers(
+        state, names, where, ndim=4, noun="convolution", unit="channels",
+        previous="previous one", wrong_kind="layer {name} is not a 2-D convolution (weight "
+                                            "shape {shape})")
 
 
 def nature_cnn_strides(convs: ConvWeights, where: str) -> tuple[int, ...]:
